@@ -1,0 +1,131 @@
+"""What evaluation functions return, and the dedup keys of the runs they ask for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from daemon.domain.runs import Run
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+def _job_name(job: str | _Named | None) -> str | None:
+    if job is None or isinstance(job, str):
+        return job
+    return job.name
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class RunRequest:
+    """Ask for one run. A `run_key` makes it happen at most once per schedule or sensor."""
+
+    job: str | None
+    run_key: str | None
+    partition_key: str | None
+    run_config: Mapping[str, Any]
+    tags: Mapping[str, str]
+    priority: int | None
+
+    def __init__(
+        self,
+        job: str | _Named | None = None,
+        run_key: str | None = None,
+        partition_key: str | None = None,
+        run_config: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        priority: int | None = None,
+    ) -> None:
+        object.__setattr__(self, "job", _job_name(job))
+        object.__setattr__(self, "run_key", None if run_key is None else str(run_key))
+        object.__setattr__(self, "partition_key", partition_key)
+        object.__setattr__(self, "run_config", dict(run_config or {}))
+        object.__setattr__(self, "tags", {str(k): str(v) for k, v in (tags or {}).items()})
+        object.__setattr__(self, "priority", priority)
+
+    @classmethod
+    def for_partition(
+        cls,
+        partition_key: str,
+        *,
+        job: str | _Named | None = None,
+        run_key: str | None = None,
+        run_config: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        priority: int | None = None,
+    ) -> RunRequest:
+        return cls(
+            job=job,
+            run_key=run_key,
+            partition_key=partition_key,
+            run_config=run_config,
+            tags=tags,
+            priority=priority,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SkipReason:
+    """Returned instead of run requests: nothing to do this tick, and why."""
+
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SensorResult:
+    run_requests: Sequence[RunRequest] = field(default_factory=tuple)
+    cursor: str | None = None
+    skip_reason: SkipReason | str | None = None
+
+
+def default_run_key(scheduled_for: datetime) -> str:
+    """The run_key a schedule tick gets when its request names none: the tick time."""
+    return scheduled_for.astimezone(UTC).isoformat()
+
+
+RunKeyDedup = tuple[str, str, str]  # (instigator kind, instigator name, run_key)
+PartitionDedup = tuple[str, str]  # (job, partition_key)
+
+
+def run_key_dedup(run: Run) -> RunKeyDedup | None:
+    """At most one run ever per (instigator, run_key)."""
+    if run.run_key is None:
+        return None
+    return (run.instigator.kind.value, run.instigator.name, run.run_key)
+
+
+def partition_dedup(run: Run) -> PartitionDedup | None:
+    """At most one active run per (job, partition_key)."""
+    if run.partition_key is None:
+        return None
+    return (run.job, run.partition_key)
+
+
+def collapse(runs: Iterable[Run]) -> tuple[list[Run], list[tuple[Run, Run]]]:
+    """Collapse duplicates inside one batch: the first of each dedup key wins.
+
+    Returns the kept runs in order and (duplicate, kept) pairs. The store still
+    enforces every key against what it already holds; this only settles the batch.
+    """
+    kept: list[Run] = []
+    dropped: list[tuple[Run, Run]] = []
+    by_run_key: dict[RunKeyDedup, Run] = {}
+    by_partition: dict[PartitionDedup, Run] = {}
+    for run in runs:
+        rk = run_key_dedup(run)
+        pk = partition_dedup(run)
+        winner = (by_run_key.get(rk) if rk else None) or (by_partition.get(pk) if pk else None)
+        if winner is not None:
+            dropped.append((run, winner))
+            continue
+        if rk:
+            by_run_key[rk] = run
+        if pk:
+            by_partition[pk] = run
+        kept.append(run)
+    return kept, dropped

@@ -1,0 +1,102 @@
+"""Ticks: one evaluation of a schedule or sensor, and what it decided for each request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from daemon.domain.runs import Instigator, Run
+
+
+class TickStatus(StrEnum):
+    STARTED = "STARTED"
+    SUCCESS = "SUCCESS"
+    SKIPPED = "SKIPPED"
+    FAILURE = "FAILURE"
+
+
+class Outcome(StrEnum):
+    """What became of one run request of a tick."""
+
+    CREATED = "created"
+    DEDUPLICATED_RUN_KEY = "deduplicated_run_key"  # a run with this run_key already exists
+    DEDUPLICATED_PARTITION = "deduplicated_partition"  # the partition has an active run
+    DEDUPLICATED_IN_TICK = "deduplicated_in_tick"  # the same request twice in one evaluation
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    job: str
+    outcome: Outcome
+    run_id: str  # the run created, or the existing run that deduplicated this request
+    run_key: str | None = None
+    partition_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tick:
+    tick_id: str
+    instigator: Instigator
+    status: TickStatus
+    started_at: datetime
+    ended_at: datetime | None = None
+    scheduled_for: datetime | None = None
+    decisions: tuple[Decision, ...] = ()
+    skip_reason: str | None = None
+    error: str | None = None
+    cursor_before: str | None = None
+    cursor_after: str | None = None
+
+    @property
+    def run_ids(self) -> tuple[str, ...]:
+        return tuple(d.run_id for d in self.decisions if d.outcome is Outcome.CREATED)
+
+    @property
+    def deduplicated(self) -> tuple[Decision, ...]:
+        return tuple(d for d in self.decisions if d.outcome is not Outcome.CREATED)
+
+
+class InstigatorStatus(StrEnum):
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstigatorState:
+    """What the store remembers of a schedule or sensor across restarts and reloads.
+
+    `status` is None until an operator starts or stops it; then the definition's
+    `default_status` no longer applies.
+    """
+
+    instigator: Instigator
+    status: InstigatorStatus | None = None
+    cursor: str | None = None
+    last_tick_at: datetime | None = None  # schedules: last scheduled_for; sensors: last eval
+    last_run_key: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateUpdate:
+    """The instigator state a tick commit writes (None leaves a field unchanged)."""
+
+    cursor: str | None = None
+    set_cursor: bool = False  # True: write `cursor` even when it is None (clear it)
+    last_tick_at: datetime | None = None
+    last_run_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TickCommit:
+    """One instigator's tick as the loop hands it to the store: all or nothing.
+
+    `tick.decisions` is ignored: the store decides, from its unique indexes, which of
+    `runs` it created and which were deduplicated, and returns the tick with them.
+    """
+
+    tick: Tick
+    runs: tuple[Run, ...] = ()
+    state: StateUpdate = field(default_factory=StateUpdate)
+

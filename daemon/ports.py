@@ -1,0 +1,266 @@
+"""The seams of tickd: the clock, the store and the executor, as Protocols.
+
+The loops import these, never an adapter. Each method states its contract; the
+contract suite in tests/contract/ holds every store adapter to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from daemon.domain.limits import ConcurrencyLimits
+from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
+from daemon.domain.ticks import (
+    Decision,
+    InstigatorState,
+    InstigatorStatus,
+    Tick,
+    TickCommit,
+    TickStatus,
+)
+
+
+class Clock(Protocol):
+    """The only source of time. Every loop reads `now()` and sleeps through this."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+        ...
+
+    async def sleep_until(self, deadline: datetime) -> None:
+        """Return once `now() >= deadline` (at once if it already is). Cancellable."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateResult:
+    """What `create_runs` did with a batch: created runs, and the others with the run
+    that deduplicated each (outcome says whether by run_key, partition or batch)."""
+
+    created: tuple[Run, ...] = ()
+    deduplicated: tuple[tuple[Run, Decision], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunQuery:
+    statuses: tuple[RunStatus, ...] = ()
+    job: str | None = None
+    instigator: Instigator | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)  # every pair must match
+    partition_key: str | None = None
+    since: datetime | None = None  # created_at >= since
+    limit: int | None = 100  # newest first
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TickQuery:
+    instigator_name: str | None = None
+    statuses: tuple[TickStatus, ...] = ()
+    since: datetime | None = None  # started_at >= since
+    around: datetime | None = None  # order by distance of scheduled_for/started_at to this
+    limit: int | None = 100  # newest first (or nearest first with `around`)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retention:
+    """How long to keep history; None keeps forever. Only finished runs are purged."""
+
+    skipped_ticks: timedelta | None = timedelta(days=7)
+    ticks: timedelta | None = timedelta(days=30)
+    runs: timedelta | None = timedelta(days=90)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PurgeCounts:
+    ticks: int = 0
+    runs: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """The right to tick on a store. `epoch` increases with every new holder."""
+
+    holder: str  # node id
+    epoch: int
+    pid: int
+    host: str
+    since: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunEvent:
+    run_id: str
+    seq: int
+    at: datetime
+    kind: str  # "run.enqueued", "run.started", ...
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogLine:
+    run_id: str
+    seq: int
+    at: datetime
+    stream: str  # "stdout" | "stderr" | "log"
+    text: str
+
+
+class Store(Protocol):
+    """Durable state: runs, ticks, instigator state, the lease, run events and logs.
+
+    Every write is atomic. Dedup is the store's job, enforced by unique constraints so it
+    holds across processes: at most one run ever per (instigator kind, instigator name,
+    run_key); at most one active (QUEUED/STARTING/RUNNING/CANCELING) run per
+    (job, partition_key).
+    """
+
+    async def close(self) -> None:
+        """Release connections. The store is unusable afterwards."""
+        ...
+
+    # ---- runs ----------------------------------------------------------------------
+
+    async def create_runs(self, runs: Sequence[Run]) -> CreateResult:
+        """Insert QUEUED runs in one transaction, with dedup.
+
+        Duplicates within `runs` collapse (the first wins, the others are reported
+        DEDUPLICATED_IN_TICK against it); a run whose run_key or active partition is
+        already taken is reported against the existing run. Order is preserved.
+        """
+        ...
+
+    async def commit_ticks(
+        self, commits: Sequence[TickCommit], *, lease_epoch: int | None = None
+    ) -> list[Tick]:
+        """Commit each tick with its runs and its instigator's state update, all in one
+        transaction: either all of it persists or none.
+
+        Runs are created with the same dedup as `create_runs`; the stored tick's
+        decisions say, per request, created (run id) or deduplicated (by which run).
+        With `lease_epoch`, raises LeaseLostError and writes nothing unless that epoch
+        is the store's current lease. Returns the stored ticks in order.
+        """
+        ...
+
+    async def claim_runs(
+        self,
+        *,
+        node_id: str,
+        limit: int,
+        limits: ConcurrencyLimits,
+        now: datetime,
+    ) -> list[Run]:
+        """Move up to `limit` QUEUED runs due by `now` (not_before <= now) to STARTING,
+        owned by `node_id`, in queue order: priority descending, then created_at, then
+        run_id. A run that a limit forbids is passed over, not waited on; limits count
+        the runs in flight (STARTING/RUNNING/CANCELING) on every node plus those claimed
+        in this call. Atomic: two claimers never claim one run.
+        """
+        ...
+
+    async def transition_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        now: datetime,
+        error: str | None = None,
+        event: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Move a run to `status` if legal (IllegalTransitionError otherwise,
+        RunNotFoundError for an unknown id), set started_at / ended_at / error, and
+        record a run event `run.<status>` with `event` as data. Returns the new run."""
+        ...
+
+    async def get_run(self, run_id: str) -> Run | None: ...
+
+    async def list_runs(self, query: RunQuery) -> list[Run]:
+        """Runs matching every given filter, newest (created_at, run_id) first."""
+        ...
+
+    async def active_runs_of(self, instigator: Instigator) -> list[Run]:
+        """The runs of `instigator` not yet finished, oldest first (overlap policies)."""
+        ...
+
+    async def orphaned_runs(self, *, live_nodes: Sequence[str]) -> list[Run]:
+        """Runs STARTING/RUNNING/CANCELING whose node is not in `live_nodes`."""
+        ...
+
+    async def next_due_at(self) -> datetime | None:
+        """The earliest not_before among QUEUED runs that have one (delayed retries)."""
+        ...
+
+    # ---- ticks and instigators -------------------------------------------------------
+
+    async def list_ticks(self, query: TickQuery) -> list[Tick]: ...
+
+    async def get_tick(self, tick_id: str) -> Tick | None: ...
+
+    async def instigator_states(self) -> dict[tuple[InstigatorKind, str], InstigatorState]:
+        """Every stored instigator state, keyed by (kind, name)."""
+        ...
+
+    async def set_instigator_status(
+        self, instigator: Instigator, status: InstigatorStatus, *, now: datetime
+    ) -> InstigatorState:
+        """Record an operator's start or stop; it outlives restarts and reloads."""
+        ...
+
+    async def set_cursor(
+        self, instigator: Instigator, cursor: str | None, *, now: datetime
+    ) -> InstigatorState:
+        """Overwrite (or clear, with None) a sensor's cursor."""
+        ...
+
+    # ---- housekeeping ------------------------------------------------------------------
+
+    async def purge(self, *, now: datetime, retention: Retention) -> PurgeCounts:
+        """Delete SKIPPED ticks older than retention.skipped_ticks, other ticks older than
+        retention.ticks, finished runs (with their events and logs) older than
+        retention.runs. Never deletes an active run."""
+        ...
+
+    async def change_token(self) -> int:
+        """A cheap number that differs from its previous value whenever runs changed in
+        this store since the last call, by any process (enqueue, status change)."""
+        ...
+
+    # ---- lease and heartbeat -------------------------------------------------------
+
+    async def acquire_lease(
+        self, *, holder: str, pid: int, host: str, now: datetime, ttl: timedelta
+    ) -> Lease:
+        """Take the scheduler lease if free, lapsed (expires_at <= now) or already ours;
+        a new holder gets epoch + 1. Raises LeaseHeldError naming the live holder."""
+        ...
+
+    async def renew_lease(self, lease: Lease, *, now: datetime, ttl: timedelta) -> Lease:
+        """Heartbeat: extend our lease. Raises LeaseLostError if another holder took it."""
+        ...
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease up (on a clean stop) so a successor need not wait for it to lapse."""
+        ...
+
+    async def current_lease(self) -> Lease | None:
+        """The lease as stored (possibly lapsed), for `tickd status`."""
+        ...
+
+    # ---- run events and logs --------------------------------------------------------
+
+    async def add_run_event(
+        self, run_id: str, kind: str, *, at: datetime, data: Mapping[str, Any] | None = None
+    ) -> None: ...
+
+    async def run_events(self, run_id: str) -> list[RunEvent]: ...
+
+    async def append_logs(self, run_id: str, lines: Sequence[tuple[datetime, str, str]]) -> None:
+        """Append (at, stream, text) lines of a run's output."""
+        ...
+
+    async def read_logs(self, run_id: str, *, after_seq: int = 0) -> list[LogLine]: ...
