@@ -54,7 +54,9 @@ class InvalidPartitionError(TickdError):
     def __init__(self, key: str, definition: str, expected: str) -> None:
         self.key = key
         self.definition = definition
-        super().__init__(f"partition key {key!r} is not valid for {definition}; expected {expected}")
+        super().__init__(
+            f"partition key {key!r} is not valid for {definition}; expected {expected}"
+        )
 
 
 class IllegalTransitionError(TickdError):

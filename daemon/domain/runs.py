@@ -120,9 +120,7 @@ class Run:
     not_before: datetime | None = None
     node_id: str | None = None
 
-    def moved_to(
-        self, status: RunStatus, *, now: datetime, error: str | None = None
-    ) -> Run:
+    def moved_to(self, status: RunStatus, *, now: datetime, error: str | None = None) -> Run:
         """The run after a legal move to `status` at `now`; raises IllegalTransitionError."""
         check_transition(self.run_id, self.status, status)
         started_at = self.started_at

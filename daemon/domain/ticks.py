@@ -99,4 +99,3 @@ class TickCommit:
     tick: Tick
     runs: tuple[Run, ...] = ()
     state: StateUpdate = field(default_factory=StateUpdate)
-
