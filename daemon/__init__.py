@@ -1,0 +1,1 @@
+"""tickd: cron schedules, sensors and jobs for Python, run exactly once."""

@@ -1,0 +1,1 @@
+"""Adapters: the concrete store, clock and executors behind the ports."""
