@@ -38,6 +38,23 @@ class ConcurrencyLimits:
     tag_limits: tuple[TagLimit, ...] = ()
 
 
+# Runs of a schedule whose overlap policy is not `allow` carry this tag (value: the
+# schedule name); every claim adds a limit of one in-flight run per value, so such a
+# schedule never has two runs going at once.
+SERIAL_TAG = "tickd/serial"
+SERIAL_LIMIT = TagLimit(key=SERIAL_TAG, limit=1, per_value=True)
+
+
+def with_serial_limit(limits: ConcurrencyLimits) -> ConcurrencyLimits:
+    """`limits` plus the one-at-a-time limit for schedules that must not overlap."""
+    if SERIAL_LIMIT in limits.tag_limits:
+        return limits
+    return ConcurrencyLimits(
+        max_concurrent_runs=limits.max_concurrent_runs,
+        tag_limits=(*limits.tag_limits, SERIAL_LIMIT),
+    )
+
+
 Slot = tuple[int, tuple[str, str | None]]  # (index of the tag limit, counter key)
 
 

@@ -1,0 +1,235 @@
+"""Calling the functions users write, and turning their answers into runs.
+
+Shared by the scheduler loop, `tickd sensors preview`, `tickd simulate` and the testing
+helpers, so every path reads a schedule's or sensor's answer the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from daemon.definitions import Job, is_async_callable
+from daemon.domain.ids import IdGenerator
+from daemon.domain.limits import SERIAL_TAG
+from daemon.domain.requests import RunRequest, SensorResult, SkipReason, default_run_key
+from daemon.domain.runs import PRIORITY_TAG, Instigator, Run, RunStatus, priority_of
+from daemon.errors import TickdError
+
+
+class EvaluationError(TickdError):
+    """A schedule or sensor function raised, timed out or answered nonsense."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        self.message = message
+        self.detail = detail  # a traceback, without locals
+        super().__init__(message)
+
+    @property
+    def text(self) -> str:
+        return self.message if not self.detail else f"{self.message}\n{self.detail}"
+
+    @classmethod
+    def from_exception(cls, what: str, exc: BaseException) -> EvaluationError:
+        summary = "".join(traceback.format_exception_only(exc)).strip()
+        detail = "".join(traceback.format_exception(exc)).rstrip()
+        return cls(f"{what} raised {summary}", detail)
+
+
+class SyncCall:
+    """A sync user function running in a worker thread; `done` is set when it returns,
+    even after the caller gave up on it (a timed-out sync function cannot be killed)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+async def call_user_fn(
+    what: str,
+    fn: Callable[..., Any],
+    context: object,
+    *,
+    timeout: float | None,
+    limiter: anyio.CapacityLimiter | None = None,
+    on_abandon: Callable[[SyncCall], None] | None = None,
+) -> Any:
+    """Call `fn(context)`: on the loop if async, in a worker thread if sync.
+
+    Raises EvaluationError on an exception or when `timeout` passes: an async function
+    is cancelled; a sync one is abandoned in its thread and `on_abandon` gets its
+    SyncCall so the caller can wait for the thread before calling again.
+    """
+    call = SyncCall()
+
+    def run_sync() -> Any:
+        try:
+            return fn(context)
+        finally:
+            call.done.set()
+
+    try:
+        with anyio.fail_after(timeout):
+            if is_async_callable(fn):
+                return await fn(context)
+            return await anyio.to_thread.run_sync(run_sync, abandon_on_cancel=True, limiter=limiter)
+    except TimeoutError:
+        if not call.done.is_set() and not is_async_callable(fn) and on_abandon is not None:
+            on_abandon(call)
+        raise EvaluationError(f"{what} timed out after {timeout:g}s") from None
+    except EvaluationError:
+        raise
+    except Exception as exc:
+        raise EvaluationError.from_exception(what, exc) from None
+
+
+_EXPECTED = "a RunRequest, a list of RunRequests, a SkipReason, a SensorResult or None"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """A function's answer, read: requests to make, or why not; and a new cursor."""
+
+    requests: tuple[RunRequest, ...] = ()
+    skip_reason: str | None = None
+    cursor: str | None = None
+    set_cursor: bool = False
+
+
+def read_answer(what: str, value: object) -> Answer:
+    """Normalise what a schedule or sensor function returned; EvaluationError on garbage."""
+    if value is None:
+        return Answer(skip_reason=f"{what} returned no run requests")
+    if isinstance(value, SkipReason):
+        return Answer(skip_reason=value.message or f"{what} skipped")
+    if isinstance(value, RunRequest):
+        return Answer(requests=(value,))
+    if isinstance(value, SensorResult):
+        skip = value.skip_reason
+        skip_text = skip.message if isinstance(skip, SkipReason) else skip
+        requests = _requests(what, value.run_requests)
+        if value.cursor is not None and not isinstance(value.cursor, str):
+            raise EvaluationError(
+                f"{what} returned a cursor of type {type(value.cursor).__name__}; "
+                "a cursor must be a str (serialise it, e.g. with json.dumps)"
+            )
+        if not requests and skip_text is None:
+            skip_text = f"{what} returned no run requests"
+        return Answer(
+            requests=requests,
+            skip_reason=skip_text if not requests else None,
+            cursor=value.cursor,
+            set_cursor=value.cursor is not None,
+        )
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise EvaluationError(f"{what} returned {type(value).__name__}; expected {_EXPECTED}")
+    requests = _requests(what, value)
+    if not requests:
+        return Answer(skip_reason=f"{what} returned no run requests")
+    return Answer(requests=requests)
+
+
+def _requests(what: str, values: Iterable[object]) -> tuple[RunRequest, ...]:
+    out: list[RunRequest] = []
+    for item in values:
+        if not isinstance(item, RunRequest):
+            raise EvaluationError(
+                f"{what} returned a list containing {type(item).__name__}; expected RunRequests"
+            )
+        out.append(item)
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunDefaults:
+    """What an instigator adds to each of its requests (schedule tags, priority, config)."""
+
+    job: str | None = None
+    tags: Mapping[str, str] | None = None
+    priority: int | None = None
+    run_config: Mapping[str, Any] | None = None
+    serial: bool = False  # overlap policy is not `allow`: tag runs to run one at a time
+
+
+def build_runs(
+    what: str,
+    requests: Sequence[RunRequest],
+    *,
+    jobs: Mapping[str, Job],
+    instigator: Instigator,
+    defaults: RunDefaults,
+    now: datetime,
+    ids: IdGenerator,
+    tick_id: str | None = None,
+    scheduled_for: datetime | None = None,
+) -> list[Run]:
+    """Turn requests into QUEUED runs: resolve the job, merge tags, priority and config,
+    validate the partition, and give schedule ticks their default run_key.
+
+    Requests without a run_key from a schedule tick get the tick time as run_key (with
+    `#n` for the n-th such request), so a tick resumed after a crash never runs twice.
+    """
+    runs: list[Run] = []
+    unkeyed = 0
+    for request in requests:
+        job_name = request.job or defaults.job
+        if job_name is None:
+            raise EvaluationError(f"{what} made a RunRequest without job= and has no default job")
+        job = jobs.get(job_name)
+        if job is None:
+            raise EvaluationError(
+                f"{what} requested unknown job {job_name!r}; known jobs: {', '.join(sorted(jobs))}"
+            )
+        if request.partition_key is not None:
+            if job.partitions is None:
+                raise EvaluationError(
+                    f"{what} requested partition {request.partition_key!r} of job {job_name!r}, "
+                    "which has no partitions"
+                )
+            try:
+                job.partitions.validate_key(request.partition_key)
+            except TickdError as exc:
+                raise EvaluationError(f"{what}: {exc}") from None
+        run_key = request.run_key
+        if run_key is None and scheduled_for is not None:
+            run_key = default_run_key(scheduled_for) + (f"#{unkeyed}" if unkeyed else "")
+            unkeyed += 1
+        tags = {**job.tags, **(defaults.tags or {}), **request.tags}
+        # The most specific word wins: the request, then the instigator, then the job;
+        # at each level `priority=` before the `tickd/priority` tag.
+        priority = 0
+        for explicit, level_tags in (
+            (job.priority, job.tags),
+            (defaults.priority, defaults.tags or {}),
+            (request.priority, request.tags),
+        ):
+            if explicit is not None or PRIORITY_TAG in level_tags:
+                priority = priority_of(level_tags, explicit)
+        if priority:
+            tags[PRIORITY_TAG] = str(priority)
+        else:
+            tags.pop(PRIORITY_TAG, None)
+        if defaults.serial:
+            tags[SERIAL_TAG] = instigator.name
+        runs.append(
+            Run(
+                run_id=ids.new(now),
+                job=job_name,
+                status=RunStatus.QUEUED,
+                instigator=instigator,
+                created_at=now,
+                priority=priority,
+                tags=tags,
+                run_config={**(defaults.run_config or {}), **request.run_config},
+                partition_key=request.partition_key,
+                run_key=run_key,
+                tick_id=tick_id,
+            )
+        )
+    return runs

@@ -1,0 +1,446 @@
+"""The scheduler loop: a heap of next-due times, evaluations, and group commits.
+
+It sleeps until the earliest due schedule or sensor (or until woken by a change),
+starts one evaluation task per due instigator (bounded), and a single committer writes
+whatever evaluations have finished in one store transaction. A slow sensor therefore
+never delays the others: nothing waits for a batch to fill.
+
+Imports ports, never adapters.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from daemon.definitions import Job, RunStatusSensor, Schedule, Sensor
+from daemon.domain.firing import Overlap, jitter_offset
+from daemon.domain.ids import IdGenerator
+from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
+from daemon.domain.ticks import InstigatorState, InstigatorStatus, Tick, TickCommit, TickStatus
+from daemon.errors import LeaseLostError, TickdError
+from daemon.evaluation import SyncCall
+from daemon.ports import Clock, Store
+from daemon.ticking import Evaluator, next_fire_time, schedule_instigator, sensor_instigator
+
+log = structlog.get_logger("tickd.loop")
+
+Key = tuple[InstigatorKind, str]
+
+# After a failed commit (store unavailable, disk full) an instigator is retried after this.
+COMMIT_RETRY = timedelta(seconds=5)
+
+
+class Definitions(Protocol):
+    """What the loop reads of the loaded definitions."""
+
+    @property
+    def jobs(self) -> Mapping[str, Job]: ...
+    @property
+    def schedules(self) -> Mapping[str, Schedule]: ...
+    @property
+    def sensors(self) -> Mapping[str, Sensor]: ...
+    @property
+    def run_status_sensors(self) -> Mapping[str, RunStatusSensor]: ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Evaluated ticks waiting for the committer, and where to hear the outcome."""
+
+    key: Key
+    commits: list[TickCommit]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: list[Tick] | None = None
+    error: BaseException | None = None
+
+
+class Scheduler:
+    """Evaluates due schedules and sensors and commits their ticks atomically."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        definitions: Definitions,
+        lease_epoch: int | None = None,
+        max_concurrent_evaluations: int = 16,
+        ids: IdGenerator | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.lease_epoch = lease_epoch
+        self._defs = definitions
+        self._ids = ids or IdGenerator()
+        self._heap: list[tuple[datetime, int, Key, int]] = []
+        self._seq = itertools.count()
+        self._generation: dict[Key, int] = {}
+        self._states: dict[Key, InstigatorState] = {}
+        self._first_seen: dict[Key, datetime] = {}
+        self._restarted_at: dict[Key, datetime] = {}
+        self._inflight: set[Key] = set()
+        self._abandoned: dict[str, SyncCall] = {}
+        self._eval_limiter = anyio.CapacityLimiter(max_concurrent_evaluations)
+        self._thread_limiter = anyio.CapacityLimiter(max(4, max_concurrent_evaluations))
+        send, recv = anyio.create_memory_object_stream[_Pending](math.inf)
+        self._send: MemoryObjectSendStream[_Pending] = send
+        self._recv: MemoryObjectReceiveStream[_Pending] = recv
+        self._sleep_scope: anyio.CancelScope | None = None
+        self._wake_pending = False
+        self._sleeping = False
+        self._busy = 0
+        self._idle = anyio.Event()
+        self._tg: TaskGroup | None = None
+        self._evaluator = self._make_evaluator()
+
+    # ---- public surface ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled. Raises LeaseLostError if another daemon took over."""
+        await self.refresh_states()
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._committer)
+            self._rebuild_heap()
+            await self._main()
+
+    def wake(self) -> None:
+        """Re-read the heap now (after a change of definitions or states)."""
+        self._wake_pending = True
+        if self._sleep_scope is not None:
+            self._sleep_scope.cancel()
+
+    def replace_definitions(self, definitions: Definitions) -> None:
+        """Swap in reloaded definitions. State and history are kept; removed instigators
+        stop ticking; evaluations already running finish and commit."""
+        self._defs = definitions
+        self._evaluator = self._make_evaluator()
+        self._rebuild_heap()
+        self.wake()
+
+    async def refresh_states(self) -> None:
+        """Re-read instigator states (an operator's start/stop, a cursor set from the CLI)."""
+        states = await self.store.instigator_states()
+        changed = False
+        for key, state in states.items():
+            old = self._states.get(key)
+            if old is None or old.status != state.status or old.cursor != state.cursor:
+                changed = True
+            if (
+                old is not None
+                and key[0] is InstigatorKind.SCHEDULE
+                and old.status is InstigatorStatus.STOPPED
+                and state.status is InstigatorStatus.RUNNING
+            ):
+                # Started again: the ticks of the stopped stretch are not caught up.
+                self._restarted_at[key] = self.clock.now()
+            if key not in self._inflight:
+                self._states[key] = state
+        if changed and self._tg is not None:
+            self._rebuild_heap()
+            self.wake()
+
+    async def wait_idle(self) -> None:
+        """Return once the loop sleeps with no evaluation or commit in progress (tests)."""
+        while not self._is_idle():
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+    def status_counts(self) -> dict[str, int]:
+        d = self._defs
+        return {
+            "schedules": len(d.schedules),
+            "sensors": len(d.sensors) + len(d.run_status_sensors),
+            "jobs": len(d.jobs),
+        }
+
+    async def run_finished(self, run: Run) -> None:
+        """Evaluate the run-status sensors watching `run`'s job and status."""
+        for sensor in list(self._defs.run_status_sensors.values()):
+            key: Key = (InstigatorKind.SENSOR, sensor.name)
+            if not self._is_running(key, sensor.default_status):
+                continue
+            if sensor.watched_job_names and run.job not in sensor.watched_job_names:
+                continue
+            if run.status not in sensor.statuses:
+                continue
+            commit = await self._evaluator.sensor_tick(sensor, cursor=None, finished_run=run)
+            await self._commit(key, [commit])
+
+    # ---- the loop --------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        assert self._tg is not None
+        while True:
+            now = self.clock.now()
+            while self._heap and self._heap[0][0] <= now:
+                _, _, key, gen = heapq.heappop(self._heap)
+                if self._generation.get(key) != gen or key in self._inflight:
+                    continue
+                self._inflight.add(key)
+                self._busy += 1
+                self._tg.start_soon(self._evaluate, key)
+            deadline = self._heap[0][0] if self._heap else None
+            with anyio.CancelScope() as scope:
+                self._sleep_scope = scope
+                if self._wake_pending:
+                    scope.cancel()
+                self._sleeping = True
+                self._check_idle()
+                if deadline is None:
+                    await anyio.sleep_forever()
+                else:
+                    await self.clock.sleep_until(deadline)
+            self._sleeping = False
+            self._sleep_scope = None
+            self._wake_pending = False
+
+    def _rebuild_heap(self) -> None:
+        """Recompute every instigator's next due time (after load, reload or a state change)."""
+        self._heap.clear()
+        now = self.clock.now()
+        for sched in self._defs.schedules.values():
+            key: Key = (InstigatorKind.SCHEDULE, sched.name)
+            self._first_seen.setdefault(key, now)
+            self._push(key, self._schedule_due(sched))
+        for sensor in self._defs.sensors.values():
+            key = (InstigatorKind.SENSOR, sensor.name)
+            self._push(key, self._sensor_due(sensor))
+
+    def _push(self, key: Key, due: datetime | None) -> None:
+        gen = self._generation.get(key, 0) + 1
+        self._generation[key] = gen
+        if due is not None:
+            heapq.heappush(self._heap, (due, next(self._seq), key, gen))
+
+    def _is_running(self, key: Key, default: InstigatorStatus) -> bool:
+        state = self._states.get(key)
+        status = state.status if state is not None and state.status is not None else default
+        return status is InstigatorStatus.RUNNING
+
+    def _last_tick(self, key: Key) -> datetime:
+        """Where a schedule's next ticks start: its last committed tick, or when it was
+        first seen (a new schedule does not catch up), or when an operator started it
+        again (the stopped stretch is not caught up)."""
+        state = self._states.get(key)
+        last = state.last_tick_at if state is not None else None
+        restarted = self._restarted_at.get(key)
+        if last is None:
+            return restarted or self._first_seen.get(key) or self.clock.now()
+        return max(last, restarted) if restarted is not None else last
+
+    def _schedule_due(self, sched: Schedule) -> datetime | None:
+        key: Key = (InstigatorKind.SCHEDULE, sched.name)
+        if not self._is_running(key, sched.default_status):
+            return None
+        nxt = next_fire_time(sched, self._last_tick(key))
+        return nxt + jitter_offset(sched.name, nxt, sched.jitter)
+
+    def _sensor_due(self, sensor: Sensor) -> datetime | None:
+        key: Key = (InstigatorKind.SENSOR, sensor.name)
+        if not self._is_running(key, sensor.default_status):
+            return None
+        state = self._states.get(key)
+        last = state.last_tick_at if state is not None else None
+        now = self.clock.now()
+        if last is None:
+            return now
+        return max(now, last + timedelta(seconds=sensor.minimum_interval))
+
+    async def _evaluate(self, key: Key) -> None:
+        kind, name = key
+        try:
+            async with self._eval_limiter:
+                if kind is InstigatorKind.SCHEDULE:
+                    await self._evaluate_schedule(name)
+                else:
+                    await self._evaluate_sensor(name)
+        finally:
+            self._inflight.discard(key)
+            self._busy -= 1
+            self._check_idle()
+
+    async def _evaluate_schedule(self, name: str) -> None:
+        sched = self._defs.schedules.get(name)
+        if sched is None:
+            return
+        key: Key = (InstigatorKind.SCHEDULE, name)
+        active: list[Run] = []
+        if sched.overlap.value != "allow":
+            active = await self.store.active_runs_of(schedule_instigator(name))
+        commits = await self._evaluator.schedule_ticks(
+            sched, last_tick_at=self._last_tick(key), active_runs=active
+        )
+        ok = await self._commit(key, commits) if commits else True
+        if ok and sched.overlap is Overlap.CANCEL_PREVIOUS and any(c.runs for c in commits):
+            await self._cancel_previous(sched, active)
+        if self._defs.schedules.get(name) is sched:
+            due = self._schedule_due(sched)
+            if not ok and due is not None:
+                due = max(due, self.clock.now() + COMMIT_RETRY)
+            self._push(key, due)
+
+    async def _cancel_previous(self, sched: Schedule, active: list[Run]) -> None:
+        """overlap='cancel_previous': a queued run is canceled outright; a running one is
+        marked CANCELING, and the executor that runs it kills it."""
+        reason = f"canceled by a newer tick of schedule {sched.name!r} (overlap='cancel_previous')"
+        now = self.clock.now()
+        for run in active:
+            target = RunStatus.CANCELED if run.status is RunStatus.QUEUED else RunStatus.CANCELING
+            try:
+                await self.store.transition_run(run.run_id, target, now=now, error=reason)
+            except TickdError as exc:  # it finished meanwhile
+                log.info("run.cancel_skipped", run_id=run.run_id, reason=str(exc))
+
+    async def _evaluate_sensor(self, name: str) -> None:
+        sensor = self._defs.sensors.get(name)
+        if sensor is None:
+            return
+        key: Key = (InstigatorKind.SENSOR, name)
+        abandoned = self._abandoned.get(name)
+        if abandoned is not None and not abandoned.done.is_set():
+            # Its last call timed out and still runs in a thread: do not pile on.
+            self._push(key, self.clock.now() + timedelta(seconds=sensor.minimum_interval))
+            return
+        self._abandoned.pop(name, None)
+        state = self._states.get(key)
+        commit = await self._evaluator.sensor_tick(
+            sensor,
+            cursor=state.cursor if state else None,
+            last_run_key=state.last_run_key if state else None,
+            last_tick_at=state.last_tick_at if state else None,
+        )
+        ok = await self._commit(key, [commit])
+        if self._defs.sensors.get(name) is sensor:
+            due = self._sensor_due(sensor)
+            if not ok and due is not None:
+                due = max(due, self.clock.now() + COMMIT_RETRY)
+            self._push(key, due)
+
+    # ---- committing --------------------------------------------------------------------
+
+    async def _commit(self, key: Key, commits: list[TickCommit]) -> bool:
+        pending = _Pending(key=key, commits=commits)
+        self._busy += 1
+        try:
+            await self._send.send(pending)
+            await pending.done.wait()
+        finally:
+            self._busy -= 1
+        if pending.error is not None:
+            if isinstance(pending.error, LeaseLostError):
+                raise pending.error
+            return False
+        assert pending.result is not None
+        self._remember(key, commits, pending.result)
+        return True
+
+    async def _committer(self) -> None:
+        async with self._recv:
+            async for first in self._recv:
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(self._recv.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Pending]) -> None:
+        flat = [c for p in batch for c in p.commits]
+        try:
+            ticks = await self.store.commit_ticks(flat, lease_epoch=self.lease_epoch)
+        except Exception as exc:
+            log.error(
+                "tick.commit_failed",
+                error=str(exc),
+                error_type=type(exc).__name__,
+                instigators=[p.key[1] for p in batch],
+                retry_in_s=COMMIT_RETRY.total_seconds(),
+            )
+            for p in batch:
+                p.error = exc
+                p.done.set()
+            return
+        i = 0
+        for p in batch:
+            p.result = ticks[i : i + len(p.commits)]
+            i += len(p.commits)
+            p.done.set()
+        for commit, tick in zip(flat, ticks, strict=True):
+            _log_tick(commit, tick)
+
+    def _remember(self, key: Key, commits: list[TickCommit], ticks: list[Tick]) -> None:
+        state = self._states.get(key) or InstigatorState(
+            instigator=Instigator(kind=key[0], name=key[1])
+        )
+        for commit in commits:
+            u = commit.state
+            state = replace(
+                state,
+                cursor=u.cursor if (u.set_cursor or u.cursor is not None) else state.cursor,
+                last_tick_at=u.last_tick_at or state.last_tick_at,
+                last_run_key=u.last_run_key or state.last_run_key,
+            )
+        self._states[key] = state
+        del ticks
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _make_evaluator(self) -> Evaluator:
+        return Evaluator(
+            jobs=self._defs.jobs,
+            ids=self._ids,
+            now=self.clock.now,
+            thread_limiter=self._thread_limiter,
+            on_abandon=self._on_abandon,
+        )
+
+    def _on_abandon(self, name: str, call: SyncCall) -> None:
+        self._abandoned[name] = call
+        log.warning("sensor.abandoned", instigator=name, reason="timed out in its thread")
+
+    def _is_idle(self) -> bool:
+        return self._sleeping and self._busy == 0
+
+    def _check_idle(self) -> None:
+        if self._is_idle():
+            self._idle.set()
+
+
+def _log_tick(commit: TickCommit, tick: Tick) -> None:
+    started = tick.started_at
+    scheduled = tick.scheduled_for
+    fields: dict[str, object] = {
+        "instigator": tick.instigator.name,
+        "kind": tick.instigator.kind.value,
+        "tick_id": tick.tick_id,
+        "status": tick.status.value,
+        "runs_created": len(tick.run_ids),
+        "deduplicated": len(tick.deduplicated),
+    }
+    if scheduled is not None:
+        fields["scheduled_for"] = scheduled.isoformat()
+        fields["lag_s"] = round((started - scheduled).total_seconds(), 6)
+    if tick.ended_at is not None:
+        fields["duration_s"] = round((tick.ended_at - started).total_seconds(), 6)
+    if tick.run_ids:
+        fields["run_ids"] = list(tick.run_ids)
+    if tick.skip_reason:
+        fields["skip_reason"] = tick.skip_reason
+    if tick.error:
+        fields["error"] = tick.error.splitlines()[0]
+    level = "warning" if tick.status is TickStatus.FAILURE else "info"
+    getattr(log, level)("tick.completed", **fields)
+    del commit
