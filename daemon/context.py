@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -49,3 +50,19 @@ class RunStatusContext:
     @property
     def status(self) -> str:
         return self.run.status.value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobContext:
+    """Given to a job: which run this is, its configuration and partition, the attempt
+    number (1 for the first try), and `log`, a structlog logger bound with run_id whose
+    events are also kept with the run (`tickd logs RUN_ID`)."""
+
+    run_id: str
+    job_name: str
+    run_config: Mapping[str, Any]
+    tags: Mapping[str, str]
+    partition_key: str | None
+    partition_window: Any  # daemon.TimeWindow for time partitions, else None
+    attempt: int
+    log: Any

@@ -6,7 +6,7 @@ contract suite in tests/contract/ holds every store adapter to it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -264,3 +264,45 @@ class Store(Protocol):
         ...
 
     async def read_logs(self, run_id: str, *, after_seq: int = 0) -> list[LogLine]: ...
+
+
+# ---- execution ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOutcome:
+    """How one execution of a run ended."""
+
+    status: RunStatus  # SUCCESS, FAILURE, TIMED_OUT or CANCELED
+    error: str | None = None  # one line a user understands, then details
+    exit_code: int | None = None  # process executor: the worker's exit code …
+    signal: int | None = None  # … or the signal that killed it
+
+
+OutputSink = Callable[[Sequence[tuple[datetime, str, str]]], Awaitable[None]]
+"""Receives (at, stream, text) lines of a run's output: stream is stdout, stderr or log."""
+
+
+class Executor(Protocol):
+    """Runs jobs. One executor per kind (process, thread, async) lives in the daemon."""
+
+    async def execute(
+        self,
+        run: Run,
+        *,
+        time_limit: float | None,
+        output: OutputSink,
+    ) -> RunOutcome:
+        """Run `run`'s job to the end and say how it ended. Never raises for a failure of
+        the job itself (exception, exit, signal, timeout): that is the outcome. Returns
+        TIMED_OUT after `time_limit` seconds, with the work stopped."""
+        ...
+
+    async def cancel(self, run_id: str) -> bool:
+        """Stop the run's work now (killing its process tree where there is one); its
+        `execute` then returns CANCELED. False if the run is not executing here."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop workers; runs still executing are killed."""
+        ...
