@@ -45,7 +45,7 @@ def _seconds(obj: str, option: str, value: Seconds | None, *, allow_zero: bool =
 
 def _enum(obj: str, option: str, enum: type[StrEnum], value: object) -> Any:
     try:
-        return enum(value)
+        return enum(str(value))
     except ValueError:
         allowed = ", ".join(repr(m.value) for m in enum)
         raise DefinitionError(obj, f"{option}={value!r} is not one of {allowed}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import anyio
 import anyio.lowlevel
@@ -71,3 +72,22 @@ class FakeClock:
 
     async def advance_to(self, when: datetime) -> None:
         await self.advance(max(timedelta(0), when - self._now))
+
+
+class _Idles(Protocol):
+    async def wait_idle(self) -> None: ...
+
+
+async def drive(clock: FakeClock, until: datetime, *loops: _Idles) -> None:
+    """Move `clock` to `until` one sleeper's deadline at a time, letting `loops` finish
+    what each deadline started (store I/O included) before time moves on."""
+    while True:
+        for loop in loops:
+            await loop.wait_idle()
+        nxt = clock.next_deadline
+        if nxt is None or nxt > until:
+            break
+        await clock.advance_to(nxt)
+    await clock.advance_to(until)
+    for loop in loops:
+        await loop.wait_idle()

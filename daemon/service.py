@@ -1,0 +1,225 @@
+"""`tickd serve`: wire the store, clock, definitions, scheduler and dispatcher; hold the
+lease; speak sd_notify; stop gracefully on SIGTERM, reload on SIGHUP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from daemon.adapters.sd_notify import SdNotifier
+from daemon.config import Config
+from daemon.errors import LeaseHeldError, LeaseLostError, TickdError
+from daemon.loading import LoadResult, load_definitions
+from daemon.loop import Scheduler
+from daemon.ports import Clock, Lease, Store
+
+log = structlog.get_logger("tickd.service")
+
+# How often the daemon purges history past its retention.
+PURGE_EVERY = timedelta(hours=1)
+
+
+def node_identity() -> tuple[str, int, str]:
+    """(node id, pid, host) of this daemon process."""
+    host = socket.gethostname()
+    pid = os.getpid()
+    return f"{host}:{pid}:{uuid.uuid4().hex[:8]}", pid, host
+
+
+def log_load(result: LoadResult, event: str = "definitions.loaded") -> None:
+    for error in result.errors:
+        log.error(
+            "definitions.load_failed",
+            file=str(error.file) if error.file else None,
+            object=error.object,
+            error=error.message,
+        )
+    reg = result.registry
+    log.info(
+        event,
+        jobs=len(reg.jobs),
+        schedules=len(reg.schedules),
+        sensors=len(reg.sensors) + len(reg.run_status_sensors),
+        errors=len(result.errors),
+    )
+
+
+class Daemon:
+    """One `tickd serve` process."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: Store,
+        clock: Clock,
+        notifier: SdNotifier | None = None,
+        load: Callable[[], LoadResult] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.notify = notifier or SdNotifier()
+        self._load = load or (lambda: load_definitions(config.definitions))
+        self.node_id, self.pid, self.host = node_identity()
+        self.lease: Lease | None = None
+        self.scheduler: Scheduler | None = None
+        self._stopping = anyio.Event()
+        self._tg: Any = None
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until SIGTERM/SIGINT (or `stop()`). Raises nothing for a clean stop."""
+        result = self._load()
+        log_load(result)
+        sched_cfg = self.config.scheduler
+        async with AsyncExitStack() as stack:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            self._tg = tg
+            tg.start_soon(self._signals)
+            self.lease = await self._acquire_lease()
+            if self.lease is None:  # stopped while waiting
+                tg.cancel_scope.cancel()
+                return
+            self.scheduler = Scheduler(
+                store=self.store,
+                clock=self.clock,
+                definitions=result.registry,
+                lease_epoch=self.lease.epoch,
+                max_concurrent_evaluations=sched_cfg.max_concurrent_evaluations,
+            )
+            tg.start_soon(self._run_scheduler)
+            tg.start_soon(self._heartbeat)
+            watchdog = self.notify.watchdog_interval()
+            if watchdog:
+                tg.start_soon(self._watchdog, watchdog)
+            self.notify.ready(self._status_line())
+            log.info(
+                "daemon.started",
+                node_id=self.node_id,
+                store=self.config.store,
+                lease_epoch=self.lease.epoch,
+            )
+            task_status.started()
+            await self._stopping.wait()
+            self.notify.stopping()
+            log.info("daemon.stopping", node_id=self.node_id)
+            tg.cancel_scope.cancel()
+        if self.lease is not None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.store.release_lease(self.lease)
+                except TickdError as exc:
+                    log.warning("lease.release_failed", error=str(exc))
+        log.info("daemon.stopped", node_id=self.node_id)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def reload(self) -> None:
+        """Reload definitions; on any load error keep the previous ones running."""
+        self.notify.reloading()
+        result = self._load()
+        if result.errors:
+            log_load(result, "definitions.reload_failed")
+            log.error(
+                "definitions.reload_rejected",
+                reason="a definition module failed to load; the previous definitions keep running",
+                errors=len(result.errors),
+            )
+        else:
+            log_load(result, "definitions.reloaded")
+            if self.scheduler is not None:
+                self.scheduler.replace_definitions(result.registry)
+        self.notify.ready(self._status_line())
+
+    # ---- tasks --------------------------------------------------------------------------
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("daemon.reload_requested", signal="SIGHUP")
+                    await self.reload()
+                else:
+                    log.info("daemon.stop_requested", signal=signal.Signals(signum).name)
+                    self.stop()
+
+    async def _acquire_lease(self) -> Lease | None:
+        ttl = timedelta(seconds=self.config.scheduler.lease_ttl)
+        announced = False
+        while not self._stopping.is_set():
+            try:
+                return await self.store.acquire_lease(
+                    holder=self.node_id, pid=self.pid, host=self.host, now=self.clock.now(), ttl=ttl
+                )
+            except LeaseHeldError as exc:
+                if not announced:
+                    log.warning(
+                        "lease.held",
+                        holder=exc.holder,
+                        since=exc.since,
+                        message=str(exc),
+                        retry_every_s=self.config.scheduler.heartbeat_interval,
+                    )
+                    self.notify.status(f"standby: {exc}")
+                    announced = True
+            with anyio.move_on_after(self.config.scheduler.heartbeat_interval):
+                await self._stopping.wait()
+        return None
+
+    async def _run_scheduler(self) -> None:
+        assert self.scheduler is not None
+        try:
+            await self.scheduler.run()
+        except LeaseLostError as exc:
+            log.error("lease.lost", error=str(exc), node_id=self.node_id)
+            self.lease = None
+            self.stop()
+
+    async def _heartbeat(self) -> None:
+        interval = timedelta(seconds=self.config.scheduler.heartbeat_interval)
+        ttl = timedelta(seconds=self.config.scheduler.lease_ttl)
+        last_purge = self.clock.now()
+        while True:
+            await self.clock.sleep_until(self.clock.now() + interval)
+            assert self.lease is not None
+            try:
+                self.lease = await self.store.renew_lease(self.lease, now=self.clock.now(), ttl=ttl)
+                if self.scheduler is not None:
+                    await self.scheduler.refresh_states()
+                if self.clock.now() - last_purge >= PURGE_EVERY:
+                    last_purge = self.clock.now()
+                    counts = await self.store.purge(
+                        now=last_purge, retention=self.config.retention
+                    )
+                    log.info("store.purged", ticks=counts.ticks, runs=counts.runs)
+            except LeaseLostError as exc:
+                log.error("lease.lost", error=str(exc), node_id=self.node_id)
+                self.lease = None
+                self.stop()
+                return
+            except TickdError as exc:
+                log.error("heartbeat.failed", error=str(exc))
+
+    async def _watchdog(self, interval: float) -> None:
+        # Pinged from the event loop itself: a blocked loop stops the pings.
+        while True:
+            self.notify.watchdog()
+            self.notify.status(self._status_line())
+            await self.clock.sleep_until(self.clock.now() + timedelta(seconds=interval))
+
+    def _status_line(self) -> str:
+        if self.scheduler is None:
+            return "starting"
+        counts = self.scheduler.status_counts()
+        return ", ".join(f"{v} {k}" for k, v in counts.items())
