@@ -257,12 +257,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), f"cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
-    _no_unknown(data, "", _TOP_LEVEL)
-    for section, keys in _SECTIONS.items():
-        table = data.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(section, f"must be a table ([{section}]), not {table!r}")
-        _no_unknown(table, section, keys)
+    try:
+        _no_unknown(data, "", _TOP_LEVEL)
+        for section, keys in _SECTIONS.items():
+            table = data.get(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(section, f"must be a table ([{section}]), not {table!r}")
+            _no_unknown(table, section, keys)
+    except ConfigError as exc:
+        raise _in_file(exc, path) from None
     return data
 
 

@@ -64,6 +64,14 @@ def configure_logging(
     _route_stdlib(out, threshold, renderer)
 
 
+def reset_logging() -> None:
+    """Undo `configure_logging`: structlog's defaults, and our stdlib handler removed."""
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _TickdHandler)]:
+        root.removeHandler(handler)
+
+
 def get_logger(**initial: Any) -> Any:
     """A logger with `initial` key-values bound (e.g. `get_logger(component="loop")`)."""
     return structlog.get_logger(**initial)
