@@ -130,7 +130,9 @@ class Registry:
         sensor: the file of the first one that referenced it)."""
         return self.sources.get(id(definition))
 
-    def __len__(self) -> int:
+    @property
+    def total(self) -> int:
+        """How many definitions, of every kind."""
         return (
             len(self.jobs) + len(self.schedules) + len(self.sensors) + len(self.run_status_sensors)
         )
@@ -297,7 +299,7 @@ def _import_directory(
             try:
                 module = importlib.import_module(f"{prefix}.{candidate.stem}")
             except (Exception, SystemExit) as exc:  # a definitions module may do anything
-                errors.append(_import_failed(candidate.file, exc))
+                errors.append(_import_failed(candidate.file, root, exc))
                 continue
             loaded.append(_Module(candidate.file, module))
     _OWNED[prefix] = {
@@ -327,7 +329,10 @@ def _belongs(module: types.ModuleType | None, prefix: str, root: Path) -> bool:
 def _importing(finder: _SiblingFinder) -> Iterator[None]:
     previous = sys.dont_write_bytecode
     sys.dont_write_bytecode = True  # no __pycache__ in (possibly read-only) definition dirs
-    sys.meta_path.insert(0, finder)
+    # After the built-in and frozen importers, so `time` stays the standard library's.
+    machinery = importlib.machinery.PathFinder
+    at = sys.meta_path.index(machinery) if machinery in sys.meta_path else len(sys.meta_path)
+    sys.meta_path.insert(at, finder)
     try:
         yield
     finally:
@@ -385,7 +390,7 @@ class _AliasLoader(importlib.abc.Loader):
 # ---- import failures ---------------------------------------------------------------------
 
 
-def _import_failed(file: Path, exc: BaseException) -> LoadError:
+def _import_failed(file: Path, root: Path, exc: BaseException) -> LoadError:
     line = _user_line(exc, file)
     where = f" (line {line})" if line is not None else ""
     obj: str | None = None
@@ -409,20 +414,8 @@ def _import_failed(file: Path, exc: BaseException) -> LoadError:
         file=file,
         object=obj,
         message=message,
-        traceback=_format_traceback(exc),
+        traceback=_format_traceback(exc, root),
     )
-
-
-def _user_frames(exc: BaseException) -> types.TracebackType | None:
-    """The traceback from the first frame outside this module and importlib."""
-    tb = exc.__traceback__
-    while tb is not None and _is_machinery(tb.tb_frame.f_code.co_filename):
-        tb = tb.tb_next
-    return tb
-
-
-def _is_machinery(filename: str) -> bool:
-    return filename == __file__ or filename.startswith("<frozen importlib")
 
 
 def _user_line(exc: BaseException, file: Path) -> int | None:
@@ -437,10 +430,35 @@ def _user_line(exc: BaseException, file: Path) -> int | None:
     return line
 
 
-def _format_traceback(exc: BaseException) -> str:
-    # format_exception never renders locals; only code lines and the message.
-    lines = traceback.format_exception(type(exc), exc, _user_frames(exc))
-    return "".join(lines).rstrip("\n")
+def _format_traceback(exc: BaseException, root: Path) -> str:
+    """The traceback from the first frame in the definitions directory (the loader's and
+    importlib's frames cut). For a DefinitionError, also without the frames inside tickd
+    that validated the definition: the user's line is what matters. Never with locals."""
+    report = traceback.TracebackException(type(exc), exc, exc.__traceback__, capture_locals=False)
+    frames = list(report.stack)
+    ours = [i for i, f in enumerate(frames) if _is_under(f.filename, root)]
+    if ours:
+        last = ours[-1] + 1 if isinstance(exc, DefinitionError) else len(frames)
+        frames = frames[ours[0] : last]
+    else:
+        frames = [f for f in frames if not _is_machinery(f.filename)]
+    report.stack = traceback.StackSummary.from_list(frames)
+    return "".join(report.format()).rstrip("\n")
+
+
+_IMPORTLIB_DIR: Final = str(Path(importlib.__file__).parent)
+
+
+def _is_machinery(filename: str) -> bool:
+    return (
+        filename == __file__
+        or filename.startswith("<frozen importlib")
+        or filename.startswith(_IMPORTLIB_DIR)
+    )
+
+
+def _is_under(filename: str, root: Path) -> bool:
+    return not filename.startswith("<") and Path(filename).resolve().is_relative_to(root)
 
 
 # ---- the registry ------------------------------------------------------------------------

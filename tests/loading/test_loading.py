@@ -100,6 +100,11 @@ def test_an_invalid_cron_shows_the_definition_error_first(tmp_path: Path) -> Non
     assert error.message.startswith("cron '61 * * * *': invalid minute field")
     assert error.message.endswith("(line 9)")
     assert error.object == "cron '61 * * * *'"
+    # the traceback shows the user's line, not tickd's validation internals
+    assert error.traceback is not None
+    assert 'nightly = Schedule(name="nightly", cron="61 * * * *", job=cron_job)' in error.traceback
+    assert "daemon/domain/cron.py" not in error.traceback
+    assert "importlib" not in error.traceback
 
 
 def test_an_unknown_timezone_names_the_zone(tmp_path: Path) -> None:
@@ -279,7 +284,7 @@ def test_a_missing_directory_is_an_error_with_the_fix(tmp_path: Path) -> None:
 
 def test_an_empty_directory_loads_nothing_without_error(tmp_path: Path) -> None:
     result = load_definitions([tmp_path])
-    assert result.ok and result.modules == () and len(result.registry) == 0
+    assert result.ok and result.modules == () and result.registry.total == 0
 
 
 # ---- the registry and the error values ---------------------------------------------------------
@@ -318,3 +323,15 @@ def test_load_registry_or_raise_lists_every_problem(tmp_path: Path) -> None:
     assert "job 'report' is defined twice" in str(caught.value)
     ok = copy_fixture("reexport", tmp_path)
     assert set(load_registry_or_raise([ok]).jobs) == {"nightly"}
+
+
+def test_a_module_named_like_the_standard_library_shadows_nothing(tmp_path: Path) -> None:
+    (tmp_path / "json.py").write_text(
+        "from daemon import job\n@job\ndef json_job(context):\n    pass\n"
+    )
+    (tmp_path / "uses_json.py").write_text(
+        "import json\nassert json.dumps({'a': 1}) == '{\"a\": 1}'\n"
+    )
+    result = load_definitions([tmp_path])
+    assert result.errors == ()
+    assert set(result.registry.jobs) == {"json_job"}
