@@ -144,6 +144,7 @@ def test_a_bad_config_value_exits_78_naming_the_key(tmp_path: Path) -> None:
     assert done.stderr.startswith("tickd: error: configuration dispatch.max_concurrent_runs: ")
     assert done.stdout == ""
 
+    (tmp_path / "tickd.toml").unlink()
     env_done = tickd("check", cwd=tmp_path, env={"TICKD_LOG_LEVEL": "loud"})
     assert env_done.returncode == 78
     assert "TICKD_LOG_LEVEL" in env_done.stderr
