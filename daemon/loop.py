@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -77,8 +77,10 @@ class Scheduler:
         lease_epoch: int | None = None,
         max_concurrent_evaluations: int = 16,
         ids: IdGenerator | None = None,
+        on_enqueued: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_enqueued = on_enqueued
         self.clock = clock
         self.lease_epoch = lease_epoch
         self._defs = definitions
@@ -93,12 +95,11 @@ class Scheduler:
         self._abandoned: dict[str, SyncCall] = {}
         self._eval_limiter = anyio.CapacityLimiter(max_concurrent_evaluations)
         self._thread_limiter = anyio.CapacityLimiter(max(4, max_concurrent_evaluations))
-        send, recv = anyio.create_memory_object_stream[_Pending](math.inf)
-        self._send: MemoryObjectSendStream[_Pending] = send
-        self._recv: MemoryObjectReceiveStream[_Pending] = recv
+        self._send: MemoryObjectSendStream[_Pending] | None = None
         self._sleep_scope: anyio.CancelScope | None = None
         self._wake_pending = False
         self._sleeping = False
+        self._sleep_deadline: datetime | None = None
         self._busy = 0
         self._idle = anyio.Event()
         self._tg: TaskGroup | None = None
@@ -109,15 +110,19 @@ class Scheduler:
     async def run(self) -> None:
         """Run until cancelled. Raises LeaseLostError if another daemon took over."""
         await self.refresh_states()
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            tg.start_soon(self._committer)
-            self._rebuild_heap()
-            await self._main()
+        send, recv = anyio.create_memory_object_stream[_Pending](math.inf)
+        with send:
+            self._send = send
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._committer, recv)
+                self._rebuild_heap()
+                await self._main()
 
     def wake(self) -> None:
         """Re-read the heap now (after a change of definitions or states)."""
         self._wake_pending = True
+        self._sleeping = False
         if self._sleep_scope is not None:
             self._sleep_scope.cancel()
 
@@ -132,19 +137,21 @@ class Scheduler:
     async def refresh_states(self) -> None:
         """Re-read instigator states (an operator's start/stop, a cursor set from the CLI)."""
         states = await self.store.instigator_states()
+        now = self.clock.now()
         changed = False
         for key, state in states.items():
             old = self._states.get(key)
             if old is None or old.status != state.status or old.cursor != state.cursor:
                 changed = True
+            sched = self._defs.schedules.get(key[1]) if key[0] is InstigatorKind.SCHEDULE else None
             if (
-                old is not None
-                and key[0] is InstigatorKind.SCHEDULE
-                and old.status is InstigatorStatus.STOPPED
-                and state.status is InstigatorStatus.RUNNING
+                sched is not None
+                and self._tg is not None
+                and not self._is_running(key, sched.default_status)
+                and _effective(state, sched.default_status) is InstigatorStatus.RUNNING
             ):
                 # Started again: the ticks of the stopped stretch are not caught up.
-                self._restarted_at[key] = self.clock.now()
+                self._restarted_at[key] = now
             if key not in self._inflight:
                 self._states[key] = state
         if changed and self._tg is not None:
@@ -192,6 +199,7 @@ class Scheduler:
                 self._busy += 1
                 self._tg.start_soon(self._evaluate, key)
             deadline = self._heap[0][0] if self._heap else None
+            self._sleep_deadline = deadline
             with anyio.CancelScope() as scope:
                 self._sleep_scope = scope
                 if self._wake_pending:
@@ -223,11 +231,11 @@ class Scheduler:
         self._generation[key] = gen
         if due is not None:
             heapq.heappush(self._heap, (due, next(self._seq), key, gen))
+            if self._heap[0][2] == key:  # the new earliest: the sleeping loop must know
+                self.wake()
 
     def _is_running(self, key: Key, default: InstigatorStatus) -> bool:
-        state = self._states.get(key)
-        status = state.status if state is not None and state.status is not None else default
-        return status is InstigatorStatus.RUNNING
+        return _effective(self._states.get(key), default) is InstigatorStatus.RUNNING
 
     def _last_tick(self, key: Key) -> datetime:
         """Where a schedule's next ticks start: its last committed tick, or when it was
@@ -332,6 +340,7 @@ class Scheduler:
 
     async def _commit(self, key: Key, commits: list[TickCommit]) -> bool:
         pending = _Pending(key=key, commits=commits)
+        assert self._send is not None, "the scheduler is not running"
         self._busy += 1
         try:
             await self._send.send(pending)
@@ -346,13 +355,13 @@ class Scheduler:
         self._remember(key, commits, pending.result)
         return True
 
-    async def _committer(self) -> None:
-        async with self._recv:
-            async for first in self._recv:
+    async def _committer(self, recv: MemoryObjectReceiveStream[_Pending]) -> None:
+        async with recv:
+            async for first in recv:
                 batch = [first]
                 while True:
                     try:
-                        batch.append(self._recv.receive_nowait())
+                        batch.append(recv.receive_nowait())
                     except anyio.WouldBlock:
                         break
                 await self._commit_batch(batch)
@@ -378,8 +387,10 @@ class Scheduler:
             p.result = ticks[i : i + len(p.commits)]
             i += len(p.commits)
             p.done.set()
-        for commit, tick in zip(flat, ticks, strict=True):
-            _log_tick(commit, tick)
+        for tick in ticks:
+            _log_tick(tick)
+        if self.on_enqueued is not None and any(t.run_ids for t in ticks):
+            self.on_enqueued()
 
     def _remember(self, key: Key, commits: list[TickCommit], ticks: list[Tick]) -> None:
         state = self._states.get(key) or InstigatorState(
@@ -412,14 +423,26 @@ class Scheduler:
         log.warning("sensor.abandoned", instigator=name, reason="timed out in its thread")
 
     def _is_idle(self) -> bool:
-        return self._sleeping and self._busy == 0
+        deadline = self._sleep_deadline
+        return (
+            self._sleeping
+            and self._busy == 0
+            and (deadline is None or deadline > self.clock.now())
+        )
 
     def _check_idle(self) -> None:
         if self._is_idle():
             self._idle.set()
 
 
-def _log_tick(commit: TickCommit, tick: Tick) -> None:
+def _effective(state: InstigatorState | None, default: InstigatorStatus) -> InstigatorStatus:
+    """An operator's start/stop if there was one, else the definition's default."""
+    if state is None or state.status is None:
+        return default
+    return state.status
+
+
+def _log_tick(tick: Tick) -> None:
     started = tick.started_at
     scheduled = tick.scheduled_for
     fields: dict[str, object] = {
@@ -443,4 +466,3 @@ def _log_tick(commit: TickCommit, tick: Tick) -> None:
         fields["error"] = tick.error.splitlines()[0]
     level = "warning" if tick.status is TickStatus.FAILURE else "info"
     getattr(log, level)("tick.completed", **fields)
-    del commit

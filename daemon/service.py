@@ -16,12 +16,17 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from daemon.adapters.inprocess_executor import InProcessExecutor
+from daemon.adapters.process_executor import ProcessExecutor
 from daemon.adapters.sd_notify import SdNotifier
 from daemon.config import Config
+from daemon.definitions import ExecutorKind
+from daemon.dispatch import Dispatcher
+from daemon.domain.limits import ConcurrencyLimits
 from daemon.errors import LeaseHeldError, LeaseLostError, TickdError
-from daemon.loading import LoadResult, load_definitions
+from daemon.loading import LoadResult, Registry, load_definitions, log_load_result
 from daemon.loop import Scheduler
-from daemon.ports import Clock, Lease, Store
+from daemon.ports import Clock, Executor, Lease, Store
 
 log = structlog.get_logger("tickd.service")
 
@@ -34,24 +39,6 @@ def node_identity() -> tuple[str, int, str]:
     host = socket.gethostname()
     pid = os.getpid()
     return f"{host}:{pid}:{uuid.uuid4().hex[:8]}", pid, host
-
-
-def log_load(result: LoadResult, event: str = "definitions.loaded") -> None:
-    for error in result.errors:
-        log.error(
-            "definitions.load_failed",
-            file=str(error.file) if error.file else None,
-            object=error.object,
-            error=error.message,
-        )
-    reg = result.registry
-    log.info(
-        event,
-        jobs=len(reg.jobs),
-        schedules=len(reg.schedules),
-        sensors=len(reg.sensors) + len(reg.run_status_sensors),
-        errors=len(result.errors),
-    )
 
 
 class Daemon:
@@ -74,13 +61,16 @@ class Daemon:
         self.node_id, self.pid, self.host = node_identity()
         self.lease: Lease | None = None
         self.scheduler: Scheduler | None = None
+        self.dispatcher: Dispatcher
+        self._executors: dict[ExecutorKind, Executor] = {}
+        self._scheduler_scope = anyio.CancelScope()
         self._stopping = anyio.Event()
         self._tg: Any = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until SIGTERM/SIGINT (or `stop()`). Raises nothing for a clean stop."""
         result = self._load()
-        log_load(result)
+        log_load_result(result, log, self.config.definitions)
         sched_cfg = self.config.scheduler
         async with AsyncExitStack() as stack:
             tg = await stack.enter_async_context(anyio.create_task_group())
@@ -90,13 +80,19 @@ class Daemon:
             if self.lease is None:  # stopped while waiting
                 tg.cancel_scope.cancel()
                 return
+            self.dispatcher = self._make_dispatcher(result.registry)
             self.scheduler = Scheduler(
                 store=self.store,
                 clock=self.clock,
                 definitions=result.registry,
                 lease_epoch=self.lease.epoch,
                 max_concurrent_evaluations=sched_cfg.max_concurrent_evaluations,
+                on_enqueued=self.dispatcher.wake,
             )
+            self.dispatcher.on_finished = self.scheduler.run_finished
+            await self.dispatcher.recover(live_nodes=[self.node_id])
+            dispatch_scope = anyio.CancelScope()
+            tg.start_soon(self._run_dispatcher, dispatch_scope)
             tg.start_soon(self._run_scheduler)
             tg.start_soon(self._heartbeat)
             watchdog = self.notify.watchdog_interval()
@@ -112,7 +108,19 @@ class Daemon:
             task_status.started()
             await self._stopping.wait()
             self.notify.stopping()
-            log.info("daemon.stopping", node_id=self.node_id)
+            drain = self.config.dispatch.drain_timeout
+            log.info(
+                "daemon.stopping",
+                node_id=self.node_id,
+                active_runs=self.dispatcher.active_count,
+                drain_timeout_s=drain,
+            )
+            self._scheduler_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await self.dispatcher.drain(drain)
+                for executor in set(self._executors.values()):
+                    await executor.aclose()
+            dispatch_scope.cancel()
             tg.cancel_scope.cancel()
         if self.lease is not None:
             with anyio.CancelScope(shield=True):
@@ -129,17 +137,22 @@ class Daemon:
         """Reload definitions; on any load error keep the previous ones running."""
         self.notify.reloading()
         result = self._load()
+        log_load_result(result, log, self.config.definitions)
         if result.errors:
-            log_load(result, "definitions.reload_failed")
             log.error(
                 "definitions.reload_rejected",
                 reason="a definition module failed to load; the previous definitions keep running",
                 errors=len(result.errors),
             )
         else:
-            log_load(result, "definitions.reloaded")
+            log.info("definitions.reloaded", **self._counts(result.registry))
             if self.scheduler is not None:
                 self.scheduler.replace_definitions(result.registry)
+                self.dispatcher.replace_jobs(result.registry.jobs)
+                for executor in set(self._executors.values()):
+                    reload = getattr(executor, "reload", None)
+                    if reload is not None:
+                        await reload()
         self.notify.ready(self._status_line())
 
     # ---- tasks --------------------------------------------------------------------------
@@ -177,10 +190,47 @@ class Daemon:
                 await self._stopping.wait()
         return None
 
+    def _make_dispatcher(self, registry: Registry) -> Dispatcher:
+        cfg = self.config.dispatch
+        inproc = InProcessExecutor(
+            lambda: self.dispatcher.jobs, clock=self.clock, max_threads=cfg.max_concurrent_runs
+        )
+        executors: dict[ExecutorKind, Executor] = {
+            ExecutorKind.THREAD: inproc,
+            ExecutorKind.ASYNC: inproc,
+        }
+        if any(
+            (job.executor or cfg.default_executor) is ExecutorKind.PROCESS
+            for job in registry.jobs.values()
+        ) or cfg.default_executor is ExecutorKind.PROCESS:
+            executors[ExecutorKind.PROCESS] = ProcessExecutor(
+                self.config.definitions, size=cfg.max_concurrent_runs, clock=self.clock
+            )
+        self._executors = executors
+        return Dispatcher(
+            store=self.store,
+            clock=self.clock,
+            executors=executors,
+            jobs=registry.jobs,
+            node_id=self.node_id,
+            limits=ConcurrencyLimits(
+                max_concurrent_runs=cfg.max_concurrent_runs, tag_limits=cfg.tag_limits
+            ),
+            default_executor=cfg.default_executor,
+        )
+
+    async def _run_dispatcher(self, scope: anyio.CancelScope) -> None:
+        process = self._executors.get(ExecutorKind.PROCESS)
+        if isinstance(process, ProcessExecutor):
+            await process.start()
+        with scope:
+            await self.dispatcher.run()
+
     async def _run_scheduler(self) -> None:
         assert self.scheduler is not None
         try:
-            await self.scheduler.run()
+            with self._scheduler_scope:
+                await self.scheduler.run()
         except LeaseLostError as exc:
             log.error("lease.lost", error=str(exc), node_id=self.node_id)
             self.lease = None
@@ -218,8 +268,17 @@ class Daemon:
             self.notify.status(self._status_line())
             await self.clock.sleep_until(self.clock.now() + timedelta(seconds=interval))
 
+    @staticmethod
+    def _counts(registry: Registry) -> dict[str, int]:
+        return {
+            "jobs": len(registry.jobs),
+            "schedules": len(registry.schedules),
+            "sensors": len(registry.sensors) + len(registry.run_status_sensors),
+        }
+
     def _status_line(self) -> str:
         if self.scheduler is None:
             return "starting"
         counts = self.scheduler.status_counts()
+        counts["active runs"] = self.dispatcher.active_count
         return ", ".join(f"{v} {k}" for k, v in counts.items())

@@ -64,11 +64,14 @@ class FakeClock:
             if nxt is None or nxt > target:
                 break
             self._now = max(self._now, nxt)
-            while self._sleepers and self._sleepers[0][0] <= self._now:
-                _, _, event = heapq.heappop(self._sleepers)
-                event.set()
+            self._wake_due()
         self._now = target
         await self.settle()
+
+    def _wake_due(self) -> None:
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            _, _, event = heapq.heappop(self._sleepers)
+            event.set()
 
     async def advance_to(self, when: datetime) -> None:
         await self.advance(max(timedelta(0), when - self._now))
@@ -87,7 +90,9 @@ async def drive(clock: FakeClock, until: datetime, *loops: _Idles) -> None:
         nxt = clock.next_deadline
         if nxt is None or nxt > until:
             break
-        await clock.advance_to(nxt)
+        clock._now = max(clock._now, nxt)  # noqa: SLF001 - the clock's own helper
+        clock._wake_due()  # noqa: SLF001
+        await anyio.lowlevel.checkpoint()
     await clock.advance_to(until)
     for loop in loops:
         await loop.wait_idle()

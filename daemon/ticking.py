@@ -7,7 +7,6 @@ the loop commits, `tickd simulate` commits to a scratch store, previews print.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,7 +15,7 @@ import anyio
 
 from daemon.context import RunStatusContext, ScheduleContext, SensorContext
 from daemon.definitions import Job, RunStatusSensor, Schedule, Sensor
-from daemon.domain.cron import parse_cron, zone
+from daemon.domain.cron import next_fire, zone
 from daemon.domain.firing import (
     Overlap,
     decide_overlap,
@@ -46,17 +45,21 @@ def sensor_instigator(name: str) -> Instigator:
 
 
 def fire_times(schedule: Schedule, after: datetime, until: datetime) -> Iterator[datetime]:
-    """Every fire time of the schedule in (after, until], ascending, without repeats."""
-    streams = [parse_cron(c, schedule.timezone).fire_times(after, until) for c in schedule.cron]
-    last: datetime | None = None
-    for t in heapq.merge(*streams):
-        if t != last:
-            yield t
-            last = t
+    """Every fire time of the schedule in (after, until], ascending, without repeats.
+
+    Goes through the shared `next_fire` cache: the loop asks for the same next times
+    when it plans the heap and when it evaluates, and so do identical schedules.
+    """
+    t = after
+    while True:
+        t = next_fire(schedule.cron, schedule.timezone, t)
+        if t > until:
+            return
+        yield t
 
 
 def next_fire_time(schedule: Schedule, after: datetime) -> datetime:
-    return min(parse_cron(c, schedule.timezone).next_after(after) for c in schedule.cron)
+    return next_fire(schedule.cron, schedule.timezone, after)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,7 +202,9 @@ class Evaluator:
                 key = key_closed_by(scheduled_for) if key_closed_by else None
                 if key is None:
                     return Answer(skip_reason="no partition of the job has closed yet")
-                return Answer(requests=(RunRequest.for_partition(key),))
+                # Keyed by partition: a tick repeated by a DST fold, or a catch-up that
+                # lands on the same partition twice, cannot run it twice.
+                return Answer(requests=(RunRequest.for_partition(key, run_key=key),))
             return Answer(requests=(RunRequest(),))
         context = ScheduleContext(
             schedule_name=schedule.name,

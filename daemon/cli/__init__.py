@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-from daemon.cli import check as check
+from daemon.cli import check, history, serve
 from daemon.cli.common import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -40,7 +40,11 @@ from daemon.errors import ConfigError, TickdError
 from daemon.logging import configure_logging
 
 # The commands, in the order `tickd --help` lists them. Add new command modules here.
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (check.register,)
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    serve.register,
+    check.register,
+    history.register,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

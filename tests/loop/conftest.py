@@ -90,3 +90,12 @@ async def running(store: Any, clock: FakeClock) -> AsyncIterator[Running]:
 
 
 Factory = Callable[..., Any]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs() -> Any:
+    """Capture log events as dicts instead of rendering them (fast, and inspectable)."""
+    import structlog.testing
+
+    with structlog.testing.capture_logs() as logs:
+        yield logs

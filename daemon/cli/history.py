@@ -1,0 +1,172 @@
+"""`tickd ticks` and `tickd runs`: what the daemon decided and what it ran."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+from pathlib import Path
+
+from daemon.adapters.system_clock import SystemClock
+from daemon.cli.common import (
+    EXIT_OK,
+    Subparsers,
+    add_command,
+    format_table,
+    print_json,
+    run_async,
+)
+from daemon.cli.shapes import run_json, tick_json
+from daemon.config import Config, parse_duration
+from daemon.domain.runs import RunStatus
+from daemon.domain.ticks import TickStatus
+from daemon.errors import ConfigError, StoreLocationError
+from daemon.ports import RunQuery, Store, TickQuery
+
+
+def register(subparsers: Subparsers) -> None:
+    ticks = add_command(subparsers, "ticks", run=run_ticks, help="list recent ticks, newest first")
+    ticks.add_argument("name", nargs="?", help="only this schedule or sensor")
+    ticks.add_argument(
+        "--status", type=_tick_status, action="append", help="SUCCESS, SKIPPED, FAILURE"
+    )
+    ticks.add_argument("--since", type=_duration, help="only ticks this recent, e.g. 2h, 30m")
+    ticks.add_argument("--limit", type=_positive, default=50, help="at most N ticks (50)")
+    ticks.add_argument("--json", action="store_true", help="print a JSON list")
+
+    runs = add_command(subparsers, "runs", run=run_runs, help="list runs, newest first")
+    runs.add_argument("--status", type=_run_status, action="append", help="e.g. QUEUED, FAILURE")
+    runs.add_argument("--job", help="only runs of this job")
+    runs.add_argument("--tag", type=_tag, action="append", default=[], help="k=v (repeatable)")
+    runs.add_argument("--since", type=_duration, help="only runs created this recently")
+    runs.add_argument("--limit", type=_positive, default=50, help="at most N runs (50)")
+    runs.add_argument("--json", action="store_true", help="print a JSON list")
+
+
+async def existing_store(config: Config) -> Store:
+    """Open the configured store for reading commands: a missing file is an error here,
+    not a new empty store."""
+    if "://" not in config.store and config.store != ":memory:":
+        path = Path(config.store)
+        if not path.exists():
+            raise StoreLocationError(
+                config.store, "no store there yet; start `tickd serve` or pass --store"
+            )
+    from daemon.adapters.open_store import open_store
+
+    return await open_store(config.store)
+
+
+def run_ticks(args: argparse.Namespace, config: Config) -> int:
+    return run_async(_ticks, args, config)
+
+
+async def _ticks(args: argparse.Namespace, config: Config) -> int:
+    store = await existing_store(config)
+    try:
+        since = SystemClock().now() - args.since if args.since else None
+        ticks = await store.list_ticks(
+            TickQuery(
+                instigator_name=args.name,
+                statuses=tuple(args.status or ()),
+                since=since,
+                limit=args.limit,
+            )
+        )
+    finally:
+        await store.close()
+    if args.json:
+        print_json([tick_json(t) for t in ticks])
+        return EXIT_OK
+    rows = [
+        (
+            t.instigator.name,
+            t.scheduled_for or t.started_at,
+            t.status.value,
+            ", ".join(t.run_ids[:3]) + (" …" if len(t.run_ids) > 3 else ""),
+            len(t.deduplicated) or None,
+            (t.skip_reason or (t.error or "").splitlines()[0] if (t.skip_reason or t.error) else None),
+        )
+        for t in ticks
+    ]
+    print(format_table(("NAME", "TICK", "STATUS", "RUNS", "DEDUP", "REASON"), rows))
+    return EXIT_OK
+
+
+def run_runs(args: argparse.Namespace, config: Config) -> int:
+    return run_async(_runs, args, config)
+
+
+async def _runs(args: argparse.Namespace, config: Config) -> int:
+    store = await existing_store(config)
+    try:
+        since = SystemClock().now() - args.since if args.since else None
+        runs = await store.list_runs(
+            RunQuery(
+                statuses=tuple(args.status or ()),
+                job=args.job,
+                tags=dict(args.tag),
+                since=since,
+                limit=args.limit,
+            )
+        )
+    finally:
+        await store.close()
+    if args.json:
+        print_json([run_json(r) for r in runs])
+        return EXIT_OK
+    rows = [
+        (r.run_id, r.job, r.status.value, r.priority or None, r.partition_key,
+         r.instigator.name, r.created_at, (r.error or "").splitlines()[0] if r.error else None)
+        for r in runs
+    ]
+    print(format_table(
+        ("RUN ID", "JOB", "STATUS", "PRIO", "PARTITION", "BY", "CREATED", "ERROR"), rows
+    ))
+    return EXIT_OK
+
+
+# ---- argument types (argparse turns their ValueErrors into exit 2 with the message) ----
+
+
+def _tick_status(value: str) -> TickStatus:
+    try:
+        return TickStatus(value.upper())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a tick status; use one of {', '.join(s.value for s in TickStatus)}"
+        ) from None
+
+
+def _run_status(value: str) -> RunStatus:
+    try:
+        return RunStatus(value.upper())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a run status; use one of {', '.join(s.value for s in RunStatus)}"
+        ) from None
+
+
+def _duration(value: str) -> timedelta:
+    try:
+        return parse_duration(value, "--since")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return n
+
+
+def _tag(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a tag; write it as key=value")
+    return key, val
+
+
