@@ -164,12 +164,16 @@ class Worker:
         if job is None:
             self._exit(run_id, {"kind": "undefined"})
             return
-        pipes = _RunPipes.open()
         _flush_stdio()
         me = os.getpid()
         try:
+            pipes = _RunPipes.open()
+        except OSError as exc:  # out of file descriptors
+            self._exit(run_id, {"kind": "fork_failed", "error": str(exc)})
+            return
+        try:
             pid = os.fork()
-        except OSError as exc:
+        except OSError as exc:  # out of memory or processes
             pipes.close_all()
             self._exit(run_id, {"kind": "fork_failed", "error": str(exc)})
             return
@@ -261,8 +265,14 @@ class _Supervision:
                 if drain_until is None:
                     drain_until = time.monotonic() + DRAIN_S
                 timeout = drain_until - time.monotonic()
-                if not any(key.data == "pipe" for key in sel.get_map().values()) or timeout <= 0:
-                    break
+                open_pipes = [k.fd for k in sel.get_map().values() if k.data == "pipe"]
+                if not open_pipes:
+                    return
+                if timeout <= 0:  # held open by a process that left the group: stop reading
+                    for fd in open_pipes:
+                        self._on_data(fd, b"")
+                    self._send_output()
+                    return
             for key, _ in sel.select(timeout):
                 if key.data == "control":
                     self._on_control()
@@ -295,10 +305,14 @@ class _Supervision:
             data = os.read(fd, READ_CHUNK)
         except OSError:
             data = b""
-        splitter = self.splitters[fd]
-        lines = splitter.feed(data) if data else splitter.finish()
         if not data:
             sel.unregister(fd)
+        self._on_data(fd, data)
+
+    def _on_data(self, fd: int, data: bytes) -> None:
+        """Lines from a pipe's new bytes; b"" means its end: the last partial line too."""
+        splitter = self.splitters[fd]
+        lines = splitter.feed(data) if data else splitter.finish()
         stream = self.streams[fd]
         if stream != "events":
             self.outbox.extend([stream, line] for line in lines)

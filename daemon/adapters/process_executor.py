@@ -93,8 +93,11 @@ class _NotStarted(Exception):
 class _Worker:
     """The parent's handle on one worker process and its control channel."""
 
-    def __init__(self, process: anyio.abc.Process, stream: anyio.abc.SocketStream) -> None:
+    def __init__(
+        self, process: anyio.abc.Process, stream: anyio.abc.SocketStream, *, generation: int
+    ) -> None:
         self.process = process
+        self.generation = generation  # of the definitions: ProcessExecutor.reload() bumps it
         self.pid = process.pid
         self._stream = stream
         self._reader = BufferedByteReceiveStream(stream)
@@ -169,6 +172,7 @@ class _Worker:
 
     async def close(self) -> None:
         """Close the control channel (the worker then exits) and reap it."""
+        self._stream_closed = True
         with anyio.CancelScope(shield=True):
             await self._stream.aclose()
             with anyio.move_on_after(CLOSE_GRACE_S):
@@ -292,6 +296,7 @@ class ProcessExecutor:
         self._free = anyio.Semaphore(0)
         self._flights: dict[str, _Flight] = {}
         self._landed = anyio.Event()  # set whenever no run is executing
+        self._generation = 0
         self._started = False
         self._closed = False
 
@@ -352,6 +357,33 @@ class ProcessExecutor:
                         tg.start_soon(slot.worker.close)
                         slot.worker = None
         log.info("executor.closed", executor="process")
+
+    async def reload(self) -> None:
+        """Have every worker import the definitions afresh (after SIGHUP).
+
+        Idle workers are replaced now; busy ones finish their run on the code they have and
+        are replaced before their next one.
+        """
+        if not self._started or self._closed:
+            return
+        self._generation += 1
+        taken: list[_Slot] = []
+        with contextlib.suppress(anyio.WouldBlock):
+            while True:
+                self._free.acquire_nowait()
+                taken.append(self._idle.popleft())
+        try:
+            async with anyio.create_task_group() as tg:
+                for slot in taken:
+                    tg.start_soon(self._refresh, slot)
+        finally:
+            for slot in taken:
+                self._release(slot)
+        log.info("executor.reloaded", executor="process", generation=self._generation)
+
+    async def _refresh(self, slot: _Slot) -> None:
+        with contextlib.suppress(_NotStarted):  # logged; the next run on the slot retries
+            await self._ready_worker(slot)
 
     # ---- Executor ----------------------------------------------------------------------
 
@@ -451,6 +483,10 @@ class ProcessExecutor:
         if worker is not None and worker.exited:
             await self._replace(slot, worker, None, await worker.death())
             worker = slot.worker
+        if worker is not None and worker.generation != self._generation:
+            await worker.close()  # idle, with definitions older than the last reload
+            log.info("worker.retired", worker_pid=worker.pid, reason="definitions reloaded")
+            worker = slot.worker = None
         if worker is None:
             try:
                 worker = slot.worker = await self._spawn()
@@ -612,7 +648,7 @@ class ProcessExecutor:
         finally:
             theirs.close()
         stream = await anyio.abc.UNIXSocketStream.from_socket(ours)
-        return _Worker(process, stream)
+        return _Worker(process, stream, generation=self._generation)
 
 
 def _worker_environment() -> dict[str, str]:

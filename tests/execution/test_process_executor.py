@@ -385,3 +385,55 @@ def test_a_worker_exits_when_its_control_channel_closes() -> None:
     finally:
         worker.kill()
         worker.wait()
+
+
+async def test_a_caller_cancelled_mid_run_leaves_no_process_and_a_clean_worker() -> None:
+    async with ProcessExecutor([JOBS], size=1, clock=FakeClock(NOW)) as pool:
+        [worker] = pool.worker_pids
+        output = Output()
+
+        async def execute() -> None:
+            await pool.execute(make_run("spawns_and_hangs"), time_limit=None, output=output)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(execute)
+            line = await output.wait_for(lambda text: text.startswith("grandchild "))
+            tg.cancel_scope.cancel()
+
+        assert_gone(int(line.split()[1]))
+        outcome, noop_output = await run_job(pool, "hello")
+        assert outcome.status is RunStatus.SUCCESS
+        assert noop_output.texts("stdout") == ["hello from run-hello"]
+        assert pool.worker_pids == (worker,)
+
+
+async def test_reload_makes_workers_import_the_definitions_again(tmp_path: Path) -> None:
+    module = tmp_path / "versioned.py"
+    source = "from daemon.definitions import job\n\n@job\ndef version(context):\n    print({!r})\n"
+    module.write_text(source.format("v1"))
+    async with ProcessExecutor([tmp_path], size=2, clock=FakeClock(NOW)) as pool:
+        assert (await run_job(pool, "version"))[1].texts("stdout") == ["v1"]
+        old = set(pool.worker_pids)
+
+        module.write_text(source.format("v2"))
+        await pool.reload()
+
+        assert not old & set(pool.worker_pids)
+        assert len(pool.worker_pids) == 2
+        for _ in range(2):
+            assert (await run_job(pool, "version"))[1].texts("stdout") == ["v2"]
+
+
+async def test_a_process_that_left_the_group_does_not_hold_the_run(
+    executor: ProcessExecutor,
+) -> None:
+    started = time.monotonic()
+    outcome, output = await run_job(executor, "escapes_its_group")
+
+    assert outcome.status is RunStatus.SUCCESS
+    assert time.monotonic() - started < 1.5  # the worker stops reading after DRAIN_S
+    line, partial = output.texts("stdout")
+    assert partial == "partial"
+    escapee = int(line.split()[1])
+    os.kill(escapee, signal.SIGKILL)
+    assert_gone(escapee, timeout=2.0)  # reaped by its worker, now its subreaper

@@ -122,3 +122,11 @@ def echoes_context(context: Any) -> None:
 def prints_many(context: Any) -> None:
     for i in range(500):
         print(f"line {i}")
+
+
+@job
+def escapes_its_group(context: Any) -> None:
+    """Starts a process in a new session (out of the run's group) that keeps stdout open."""
+    child = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    print(f"escapee {child.pid}", flush=True)
+    sys.stdout.write("partial")
