@@ -1,0 +1,520 @@
+"""The Store in plain dicts, for fast tests and `tickd simulate`: the SQLite store's
+semantics (same dedup keys, same ordering, values read back the same way), no file.
+
+Dedup uses dict indexes standing in for SQLite's unique indexes: `_by_run_key` never
+forgets a key, `_active_partition` holds a partition while its run is active. Writes
+happen under a lock; commit_ticks and create_runs keep an undo journal so a failure
+part way (see `fault`) leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from daemon.adapters.store_codec import (
+    Batch,
+    DuplicateIdError,
+    StoreClosedError,
+    check_unique_ids,
+    decision,
+    json_copy,
+    nearest,
+    opt_utc,
+    take_lease,
+    utc,
+)
+from daemon.domain.limits import ConcurrencyLimits, LimitCounter
+from daemon.domain.requests import PartitionDedup, RunKeyDedup, partition_dedup, run_key_dedup
+from daemon.domain.runs import (
+    IN_FLIGHT_STATUSES,
+    Instigator,
+    InstigatorKind,
+    Run,
+    RunStatus,
+)
+from daemon.domain.ticks import (
+    Decision,
+    InstigatorState,
+    InstigatorStatus,
+    Outcome,
+    Tick,
+    TickCommit,
+    TickStatus,
+)
+from daemon.errors import LeaseLostError, RunNotFoundError
+from daemon.ports import (
+    CreateResult,
+    Lease,
+    LogLine,
+    PurgeCounts,
+    Retention,
+    RunEvent,
+    RunQuery,
+    TickQuery,
+)
+
+_MISSING: Any = object()
+StateKey = tuple[InstigatorKind, str]
+
+
+class _Journal:
+    """Undo records for one write: restore every dict entry it set, newest first."""
+
+    def __init__(self) -> None:
+        self._undo: list[tuple[dict[Any, Any], Any, Any]] = []
+
+    def set(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
+        self._undo.append((mapping, key, mapping.get(key, _MISSING)))
+        mapping[key] = value
+
+    def rollback(self) -> None:
+        for mapping, key, old in reversed(self._undo):
+            if old is _MISSING:
+                del mapping[key]
+            else:
+                mapping[key] = old
+
+
+def _queue_key(run: Run) -> tuple[int, datetime, str]:
+    return (-run.priority, run.created_at, run.run_id)
+
+
+class MemoryStore:
+    """The Store protocol in memory; nothing outlives the object."""
+
+    def __init__(self) -> None:
+        self._lock = anyio.Lock()
+        self._closed = False
+        self._runs: dict[str, Run] = {}
+        self._by_run_key: dict[RunKeyDedup, str] = {}
+        self._active_partition: dict[PartitionDedup, str] = {}
+        self._ticks: dict[str, Tick] = {}
+        self._states: dict[StateKey, InstigatorState] = {}
+        self._lease: Lease | None = None
+        self._events: dict[str, list[RunEvent]] = {}
+        self._logs: dict[str, list[LogLine]] = {}
+        self._seq = 0  # sequence numbers of events and log lines (only their order counts)
+        self._changes = 0
+        #: For tests: called with a point name ("commit_ticks.after_runs",
+        #: "commit_ticks.after_tick", "commit_ticks.after_state") inside commit_ticks;
+        #: raising there must leave nothing of the call behind.
+        self.fault: Callable[[str], None] | None = None
+
+    async def close(self) -> None:
+        self._closed = True
+
+    async def _enter(self) -> None:
+        """Behave like I/O: a checkpoint (cancellation, fairness), then refuse if closed."""
+        await anyio.lowlevel.checkpoint()
+        if self._closed:
+            raise StoreClosedError("memory://")
+
+    def _fault(self, point: str) -> None:
+        if self.fault is not None:
+            self.fault(point)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    # ---- runs --------------------------------------------------------------------------
+
+    async def create_runs(self, runs: Sequence[Run]) -> CreateResult:
+        batch = Batch.of(runs)
+        async with self._lock:
+            await self._enter()
+            journal, seq = _Journal(), self._seq
+            try:
+                resolved = self._insert_runs(batch.kept, journal)
+            except BaseException:
+                journal.rollback()
+                self._seq = seq
+                raise
+        created, deduplicated, _ = batch.report(resolved)
+        return CreateResult(created=tuple(created), deduplicated=tuple(deduplicated))
+
+    async def commit_ticks(
+        self, commits: Sequence[TickCommit], *, lease_epoch: int | None = None
+    ) -> list[Tick]:
+        batches = [Batch.of(commit.runs) for commit in commits]
+        async with self._lock:
+            await self._enter()
+            if lease_epoch is not None and (
+                self._lease is None or self._lease.epoch != lease_epoch
+            ):
+                raise LeaseLostError(lease_epoch)
+            journal, seq = _Journal(), self._seq
+            try:
+                resolved = self._insert_runs([r for b in batches for r in b.kept], journal)
+                self._fault("commit_ticks.after_runs")
+                ticks = [
+                    _stored_tick(dataclasses.replace(c.tick, decisions=b.report(resolved)[2]))
+                    for c, b in zip(commits, batches, strict=True)
+                ]
+                for tick in ticks:
+                    if tick.tick_id in self._ticks:
+                        raise DuplicateIdError("tick", tick.tick_id)
+                    journal.set(self._ticks, tick.tick_id, tick)
+                self._fault("commit_ticks.after_tick")
+                for commit in commits:
+                    self._update_state(commit, journal)
+                self._fault("commit_ticks.after_state")
+            except BaseException:
+                journal.rollback()
+                self._seq = seq
+                raise
+        return [dataclasses.replace(c.tick, decisions=t.decisions) for c, t in zip(commits, ticks)]
+
+    def _insert_runs(self, kept: Sequence[Run], journal: _Journal) -> dict[str, Decision]:
+        check_unique_ids(kept)
+        resolved: dict[str, Decision] = {}
+        for run in kept:
+            rk, pk = run_key_dedup(run), partition_dedup(run)
+            if rk is not None and rk in self._by_run_key:
+                blocker = self._by_run_key[rk]
+                resolved[run.run_id] = decision(run, Outcome.DEDUPLICATED_RUN_KEY, blocker)
+            elif pk is not None and pk in self._active_partition:
+                blocker = self._active_partition[pk]
+                resolved[run.run_id] = decision(run, Outcome.DEDUPLICATED_PARTITION, blocker)
+            elif run.run_id in self._runs:
+                raise DuplicateIdError("run", run.run_id)
+            else:
+                stored = _stored_run(run)
+                journal.set(self._runs, run.run_id, stored)
+                if rk is not None:
+                    journal.set(self._by_run_key, rk, run.run_id)
+                if pk is not None:
+                    journal.set(self._active_partition, pk, run.run_id)
+                event = RunEvent(
+                    run_id=run.run_id,
+                    seq=self._next_seq(),
+                    at=stored.created_at,
+                    kind="run.enqueued",
+                    data={"instigator": str(run.instigator), "tick_id": run.tick_id},
+                )
+                journal.set(self._events, run.run_id, [event])
+                resolved[run.run_id] = decision(run, Outcome.CREATED, run.run_id)
+                self._changes += 1
+        return resolved
+
+    def _update_state(self, commit: TickCommit, journal: _Journal) -> None:
+        tick, update = commit.tick, commit.state
+        key = (tick.instigator.kind, tick.instigator.name)
+        state = self._states.get(key) or InstigatorState(instigator=tick.instigator)
+        write_cursor = update.set_cursor or update.cursor is not None
+        state = dataclasses.replace(
+            state,
+            cursor=update.cursor if write_cursor else state.cursor,
+            last_tick_at=state.last_tick_at
+            if update.last_tick_at is None
+            else utc(update.last_tick_at),
+            last_run_key=state.last_run_key if update.last_run_key is None else update.last_run_key,
+            updated_at=utc(tick.ended_at or tick.started_at),
+        )
+        journal.set(self._states, key, state)
+
+    async def claim_runs(
+        self,
+        *,
+        node_id: str,
+        limit: int,
+        limits: ConcurrencyLimits,
+        now: datetime,
+    ) -> list[Run]:
+        async with self._lock:
+            await self._enter()
+            if limit <= 0:
+                return []
+            counter = LimitCounter(
+                limits, (r.tags for r in self._runs.values() if r.status in IN_FLIGHT_STATUSES)
+            )
+            due = sorted(
+                (
+                    r
+                    for r in self._runs.values()
+                    if r.status is RunStatus.QUEUED
+                    and (r.not_before is None or r.not_before <= now)
+                ),
+                key=_queue_key,
+            )
+            claimed: list[Run] = []
+            for run in due:
+                if len(claimed) >= limit or counter.full():
+                    break
+                if counter.admit(run.tags):
+                    moved = dataclasses.replace(run, status=RunStatus.STARTING, node_id=node_id)
+                    self._runs[run.run_id] = moved
+                    self._add_event(run.run_id, "run.starting", now, {"node_id": node_id})
+                    claimed.append(moved)
+            if claimed:
+                self._changes += 1
+            return claimed
+
+    async def transition_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        now: datetime,
+        error: str | None = None,
+        event: Mapping[str, Any] | None = None,
+    ) -> Run:
+        data = json_copy(event or {})
+        async with self._lock:
+            await self._enter()
+            current = self._runs.get(run_id)
+            if current is None:
+                raise RunNotFoundError(run_id)
+            moved = current.moved_to(status, now=now, error=error)
+            moved = dataclasses.replace(
+                moved, started_at=opt_utc(moved.started_at), ended_at=opt_utc(moved.ended_at)
+            )
+            self._runs[run_id] = moved
+            pk = partition_dedup(moved)
+            if not status.is_active and pk is not None and self._active_partition.get(pk) == run_id:
+                del self._active_partition[pk]
+            self._add_event(run_id, f"run.{status.value.lower()}", now, data)
+            self._changes += 1
+            return moved
+
+    def _add_event(self, run_id: str, kind: str, at: datetime, data: Mapping[str, Any]) -> None:
+        event = RunEvent(run_id=run_id, seq=self._next_seq(), at=utc(at), kind=kind, data=data)
+        self._events.setdefault(run_id, []).append(event)
+
+    async def get_run(self, run_id: str) -> Run | None:
+        await self._enter()
+        return self._runs.get(run_id)
+
+    async def list_runs(self, query: RunQuery) -> list[Run]:
+        await self._enter()
+
+        def matches(r: Run) -> bool:
+            return (
+                (not query.statuses or r.status in query.statuses)
+                and (query.job is None or r.job == query.job)
+                and (query.instigator is None or r.instigator == query.instigator)
+                and all(r.tags.get(k) == v for k, v in query.tags.items())
+                and (query.partition_key is None or r.partition_key == query.partition_key)
+                and (query.since is None or r.created_at >= query.since)
+            )
+
+        found = sorted(
+            filter(matches, self._runs.values()),
+            key=lambda r: (r.created_at, r.run_id),
+            reverse=True,
+        )
+        return found if query.limit is None else found[: query.limit]
+
+    async def active_runs_of(self, instigator: Instigator) -> list[Run]:
+        await self._enter()
+        return sorted(
+            (r for r in self._runs.values() if r.instigator == instigator and r.status.is_active),
+            key=lambda r: (r.created_at, r.run_id),
+        )
+
+    async def orphaned_runs(self, *, live_nodes: Sequence[str]) -> list[Run]:
+        await self._enter()
+        live = set(live_nodes)
+        return sorted(
+            (
+                r
+                for r in self._runs.values()
+                if r.status in IN_FLIGHT_STATUSES and r.node_id not in live
+            ),
+            key=lambda r: (r.created_at, r.run_id),
+        )
+
+    async def next_due_at(self) -> datetime | None:
+        await self._enter()
+        due = [
+            r.not_before
+            for r in self._runs.values()
+            if r.status is RunStatus.QUEUED and r.not_before is not None
+        ]
+        return min(due, default=None)
+
+    # ---- ticks and instigators -------------------------------------------------------------
+
+    async def list_ticks(self, query: TickQuery) -> list[Tick]:
+        await self._enter()
+        found = [
+            t
+            for t in self._ticks.values()
+            if (query.instigator_name is None or t.instigator.name == query.instigator_name)
+            and (not query.statuses or t.status in query.statuses)
+            and (query.since is None or t.started_at >= query.since)
+        ]
+        if query.around is not None:
+            return nearest(found, query.around, query.limit)
+        found.sort(key=lambda t: (t.started_at, t.tick_id), reverse=True)
+        return found if query.limit is None else found[: query.limit]
+
+    async def get_tick(self, tick_id: str) -> Tick | None:
+        await self._enter()
+        return self._ticks.get(tick_id)
+
+    async def instigator_states(self) -> dict[tuple[InstigatorKind, str], InstigatorState]:
+        await self._enter()
+        return dict(self._states)
+
+    async def set_instigator_status(
+        self, instigator: Instigator, status: InstigatorStatus, *, now: datetime
+    ) -> InstigatorState:
+        return await self._set_state(instigator, now, status=status)
+
+    async def set_cursor(
+        self, instigator: Instigator, cursor: str | None, *, now: datetime
+    ) -> InstigatorState:
+        return await self._set_state(instigator, now, cursor=cursor)
+
+    async def _set_state(
+        self, instigator: Instigator, now: datetime, **change: Any
+    ) -> InstigatorState:
+        async with self._lock:
+            await self._enter()
+            key = (instigator.kind, instigator.name)
+            state = self._states.get(key) or InstigatorState(instigator=instigator)
+            state = dataclasses.replace(state, **change, updated_at=utc(now))
+            self._states[key] = state
+            return state
+
+    # ---- housekeeping -----------------------------------------------------------------------
+
+    async def purge(self, *, now: datetime, retention: Retention) -> PurgeCounts:
+        async with self._lock:
+            await self._enter()
+
+            def expired(tick: Tick) -> bool:
+                keep = (
+                    retention.skipped_ticks
+                    if tick.status is TickStatus.SKIPPED
+                    else retention.ticks
+                )
+                return keep is not None and tick.started_at < now - keep
+
+            old_ticks = [t.tick_id for t in self._ticks.values() if expired(t)]
+            for tick_id in old_ticks:
+                del self._ticks[tick_id]
+            old_runs: list[str] = []
+            if retention.runs is not None:
+                cutoff = now - retention.runs
+                old_runs = [
+                    r.run_id
+                    for r in self._runs.values()
+                    if r.status.is_terminal and r.ended_at is not None and r.ended_at < cutoff
+                ]
+            for run_id in old_runs:
+                run = self._runs.pop(run_id)
+                rk = run_key_dedup(run)
+                if rk is not None and self._by_run_key.get(rk) == run_id:
+                    del self._by_run_key[rk]
+                self._events.pop(run_id, None)
+                self._logs.pop(run_id, None)
+            if old_runs:
+                self._changes += 1
+            return PurgeCounts(ticks=len(old_ticks), runs=len(old_runs))
+
+    async def change_token(self) -> int:
+        await self._enter()
+        return self._changes
+
+    # ---- lease -----------------------------------------------------------------------------
+
+    async def acquire_lease(
+        self, *, holder: str, pid: int, host: str, now: datetime, ttl: timedelta
+    ) -> Lease:
+        async with self._lock:
+            await self._enter()
+            self._lease = take_lease(
+                self._lease, holder=holder, pid=pid, host=host, now=now, ttl=ttl
+            )
+            return self._lease
+
+    async def renew_lease(self, lease: Lease, *, now: datetime, ttl: timedelta) -> Lease:
+        async with self._lock:
+            await self._enter()
+            current = self._lease
+            if current is None or (current.holder, current.epoch) != (lease.holder, lease.epoch):
+                raise LeaseLostError(lease.epoch)
+            self._lease = dataclasses.replace(
+                current, heartbeat_at=utc(now), expires_at=utc(now + ttl)
+            )
+            return self._lease
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Marks the lease lapsed (expires_at = since) but keeps it, and its epoch."""
+        async with self._lock:
+            await self._enter()
+            current = self._lease
+            if current is not None and (current.holder, current.epoch) == (
+                lease.holder,
+                lease.epoch,
+            ):
+                self._lease = dataclasses.replace(current, expires_at=current.since)
+
+    async def current_lease(self) -> Lease | None:
+        await self._enter()
+        return self._lease
+
+    # ---- run events and logs -----------------------------------------------------------------
+
+    async def add_run_event(
+        self, run_id: str, kind: str, *, at: datetime, data: Mapping[str, Any] | None = None
+    ) -> None:
+        copied = json_copy(data or {})
+        async with self._lock:
+            await self._enter()
+            if run_id not in self._runs:
+                raise RunNotFoundError(run_id)
+            self._add_event(run_id, kind, at, copied)
+
+    async def run_events(self, run_id: str) -> list[RunEvent]:
+        await self._enter()
+        return list(self._events.get(run_id, ()))
+
+    async def append_logs(self, run_id: str, lines: Sequence[tuple[datetime, str, str]]) -> None:
+        async with self._lock:
+            await self._enter()
+            if not lines:
+                return
+            if run_id not in self._runs:
+                raise RunNotFoundError(run_id)
+            log = self._logs.setdefault(run_id, [])
+            for at, stream, text in lines:
+                log.append(
+                    LogLine(
+                        run_id=run_id, seq=self._next_seq(), at=utc(at), stream=stream, text=text
+                    )
+                )
+
+    async def read_logs(self, run_id: str, *, after_seq: int = 0) -> list[LogLine]:
+        await self._enter()
+        return [line for line in self._logs.get(run_id, ()) if line.seq > after_seq]
+
+
+def _stored_run(run: Run) -> Run:
+    """`run` as a store reads it back: UTC times, tags and config through JSON."""
+    return dataclasses.replace(
+        run,
+        created_at=utc(run.created_at),
+        started_at=opt_utc(run.started_at),
+        ended_at=opt_utc(run.ended_at),
+        not_before=opt_utc(run.not_before),
+        tags=json_copy(run.tags),
+        run_config=json_copy(run.run_config),
+    )
+
+
+def _stored_tick(tick: Tick) -> Tick:
+    return dataclasses.replace(
+        tick,
+        started_at=utc(tick.started_at),
+        ended_at=opt_utc(tick.ended_at),
+        scheduled_for=opt_utc(tick.scheduled_for),
+    )

@@ -1,0 +1,1008 @@
+"""The SQLite store: one file, WAL, one connection; exactly-once lives in its unique indexes.
+
+Every write is one `BEGIN IMMEDIATE` … `COMMIT` on the single aiosqlite connection,
+serialized by a lock (reads take the lock too, so they never see a write half done).
+Other processes on the same file are kept out by SQLite's write lock: `busy_timeout`
+waits for it, and BEGIN is retried a few times more before StoreBusyError.
+
+Batches travel as one JSON parameter read with `json_each`, so a tick of 10,000 requests
+costs a handful of statements, not 10,000 (each statement is a hop to aiosqlite's thread).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from datetime import datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+
+from daemon.adapters.store_codec import (
+    RUN_COLUMNS,
+    STATE_COLUMNS,
+    TICK_COLUMNS,
+    Batch,
+    DuplicateIdError,
+    StoreBusyError,
+    StoreClosedError,
+    StoreFullError,
+    check_unique_ids,
+    dec_time,
+    decision,
+    dumps,
+    enc_opt_time,
+    enc_time,
+    nearest,
+    run_from_row,
+    run_to_row,
+    state_from_row,
+    take_lease,
+    tick_from_row,
+    tick_to_row,
+    utc,
+)
+from daemon.domain.limits import ConcurrencyLimits, LimitCounter
+from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
+from daemon.domain.ticks import (
+    Decision,
+    InstigatorState,
+    InstigatorStatus,
+    Outcome,
+    Tick,
+    TickCommit,
+)
+from daemon.errors import (
+    IllegalTransitionError,
+    LeaseLostError,
+    NotATickdStoreError,
+    RunNotFoundError,
+    StoreError,
+    StoreLocationError,
+    StoreTooNewError,
+)
+from daemon.ports import (
+    CreateResult,
+    Lease,
+    LogLine,
+    PurgeCounts,
+    Retention,
+    RunEvent,
+    RunQuery,
+    TickQuery,
+)
+
+APPLICATION_ID = 0x7469636B  # "tick", in the file header at offset 68
+BUSY_TIMEOUT_MS = 5000
+BEGIN_ATTEMPTS = 4  # each waits up to BUSY_TIMEOUT_MS inside SQLite, then we back off
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_ACTIVE = "('QUEUED', 'STARTING', 'RUNNING', 'CANCELING')"  # as in the partial indexes
+_IN_FLIGHT = "('STARTING', 'RUNNING', 'CANCELING')"
+_TERMINAL = "('SUCCESS', 'FAILURE', 'CANCELED', 'TIMED_OUT')"
+
+
+# ---- migrations ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def split_statements(script: str) -> tuple[str, ...]:
+    """The statements of a .sql script (triggers with inner semicolons stay whole)."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    leftover = "\n".join(
+        ln for ln in pending.splitlines() if ln.strip() and not ln.strip().startswith("--")
+    )
+    if leftover:
+        raise ValueError(f"unterminated SQL statement: {leftover[:80]!r}")
+    return tuple(statements)
+
+
+def migrations() -> tuple[Migration, ...]:
+    """The numbered .sql files of daemon/adapters/sql/sqlite, in order (1, 2, …)."""
+    folder = resources.files("daemon.adapters").joinpath("sql", "sqlite")
+    found = sorted(
+        (int(entry.name.split("_", 1)[0]), entry.name, entry.read_text(encoding="utf-8"))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    )
+    if [version for version, _, _ in found] != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations are not numbered 1..n: {[n for _, n, _ in found]}")
+    return tuple(Migration(v, name, split_statements(text)) for v, name, text in found)
+
+
+LATEST_VERSION = len(migrations())
+
+
+# ---- opening a file ----------------------------------------------------------------------
+
+
+def _prepare_file(path: Path, location: str) -> Path:
+    """Make sure `path` is a fresh file (created 0600) or a tickd store we can migrate.
+
+    Runs before any SQLite connection writes, so a file we refuse is left as it was: the
+    decision comes from the 100-byte header, and from a read-only connection only when the
+    header cannot tell (no application id yet: a new tickd file, or someone else's)."""
+    path = path.expanduser()
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreLocationError(
+            location,
+            f"cannot create directory {parent} ({e.strerror}); create it yourself "
+            "or choose another --store path",
+        ) from e
+    if not parent.is_dir():
+        raise StoreLocationError(location, f"{parent} is not a directory")
+    if path.is_dir():
+        raise StoreLocationError(location, "it is a directory; give a file path such as tickd.db")
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise StoreLocationError(
+            location, f"cannot create the file ({e.strerror}); check the permissions of {parent}"
+        ) from e
+    if not os.access(path, os.R_OK | os.W_OK) or not os.access(parent, os.W_OK):
+        raise StoreLocationError(
+            location, f"{path} or its directory is not writable; check their permissions"
+        )
+    with path.open("rb") as f:
+        header = f.read(100)
+    if not header:
+        return path  # empty: ours to initialize
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        raise NotATickdStoreError(location, "not a SQLite database")
+    app_id = int.from_bytes(header[68:72], "big")
+    version = int.from_bytes(header[60:64], "big")
+    if app_id == APPLICATION_ID:
+        if version > LATEST_VERSION:
+            raise StoreTooNewError(location, version, LATEST_VERSION)
+        return path  # a newer version still in the WAL is caught again after connecting
+    if app_id != 0:
+        raise NotATickdStoreError(location, f"a SQLite database with application_id {app_id:#x}")
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    try:
+        ro = sqlite3.connect(uri, uri=True)
+        try:
+            _check_identity(ro, location)
+        finally:
+            ro.close()
+    except sqlite3.DatabaseError as e:
+        raise NotATickdStoreError(location, f"SQLite cannot read it: {e}") from e
+    return path
+
+
+def _check_identity(conn: sqlite3.Connection, location: str) -> int:
+    """The file's schema version, after checking that it is (or may become) ours."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if app_id == 0:
+        (objects,) = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        if objects:
+            raise NotATickdStoreError(
+                location, "a SQLite database of another application (tables, no tickd id)"
+            )
+    elif app_id != APPLICATION_ID:
+        raise NotATickdStoreError(location, f"a SQLite database with application_id {app_id:#x}")
+    if version > LATEST_VERSION:
+        raise StoreTooNewError(location, version, LATEST_VERSION)
+    return int(version)
+
+
+def _is_busy(e: sqlite3.Error) -> bool:
+    code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+# ---- the store -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class _Tx:
+    conn: aiosqlite.Connection
+    runs_changed: bool = False
+
+
+class SqliteStore:
+    """The Store on one SQLite file. Open it with `await SqliteStore.open(path)`."""
+
+    def __init__(self, conn: aiosqlite.Connection, location: str) -> None:
+        self._conn: aiosqlite.Connection | None = conn
+        self._location = location
+        self._lock = anyio.Lock()
+        self._run_commits = 0  # our own commits that changed runs (data_version misses them)
+        #: For tests: called with a point name ("commit_ticks.after_runs",
+        #: "commit_ticks.after_tick", "commit_ticks.after_state") inside commit_ticks'
+        #: transaction; raising there must leave nothing of the call behind.
+        self.fault: Callable[[str], None] | None = None
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SqliteStore:
+        """Open (creating and migrating if needed) the store at `path`.
+
+        Raises StoreLocationError, NotATickdStoreError or StoreTooNewError without changing
+        the file when it cannot be used."""
+        location = str(path)
+        if location in (":memory:", ""):
+            raise StoreLocationError(location, "SqliteStore needs a file; use MemoryStore")
+        file = await anyio.to_thread.run_sync(_prepare_file, Path(path), location)
+        conn = await aiosqlite.connect(file, isolation_level=None)
+        store = cls(conn, location)
+        try:
+            await store._setup(conn)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+            raise
+        return store
+
+    async def _setup(self, conn: aiosqlite.Connection) -> None:
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # Identity again, on the connection we keep: a version newer than ours may
+            # have been waiting in another process's WAL when the header was read.
+            app_id = await self._scalar(conn, "PRAGMA application_id")
+            version = await self._scalar(conn, "PRAGMA user_version")
+            if app_id not in (0, APPLICATION_ID):
+                raise NotATickdStoreError(self._location, f"application_id {app_id:#x}")
+            if version > LATEST_VERSION:
+                raise StoreTooNewError(self._location, version, LATEST_VERSION)
+            mode = await self._scalar(conn, "PRAGMA journal_mode = WAL")
+            if str(mode).lower() != "wal":
+                raise StoreLocationError(self._location, f"cannot use WAL (journal mode {mode})")
+            # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss,
+            # and a lost commit can be a run that already ran (its side effects happened)
+            # but comes back QUEUED, or a tick that re-creates runs. FULL costs one fsync of
+            # the WAL per commit (~0.2 ms on an SSD), small next to a tick.
+            await conn.execute("PRAGMA synchronous = FULL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.execute("PRAGMA cache_size = -32768")  # 32 MiB
+            await self._migrate(conn)
+        except sqlite3.Error as e:
+            raise self._store_error(e) from e
+
+    @staticmethod
+    async def _scalar(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = list(await conn.execute_fetchall(sql, params))
+        return rows[0][0] if rows else None
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        for migration in migrations():
+            await self._begin(conn)
+            try:
+                version = await self._scalar(conn, "PRAGMA user_version")
+                if version >= migration.version:
+                    await conn.execute("ROLLBACK")
+                    continue
+                for statement in migration.statements:
+                    await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version = {migration.version}")
+                await conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                await conn.execute("COMMIT")
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._rollback(conn)
+                raise
+
+    async def close(self) -> None:
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await conn.close()
+
+    # ---- transactions ------------------------------------------------------------------
+
+    def _store_error(self, e: sqlite3.Error) -> StoreError:
+        code = getattr(e, "sqlite_errorcode", 0) & 0xFF
+        if code == sqlite3.SQLITE_FULL:
+            return StoreFullError(self._location, str(e))
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return StoreBusyError(self._location, BEGIN_ATTEMPTS * BUSY_TIMEOUT_MS / 1000)
+        if code == sqlite3.SQLITE_READONLY:
+            return StoreLocationError(self._location, f"{e}; check the file's permissions")
+        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return StoreError(f"store {self._location} is damaged ({e}); restore a backup")
+        return StoreError(f"store {self._location}: {e}")
+
+    async def _begin(self, conn: aiosqlite.Connection) -> None:
+        delay = 0.02
+        for attempt in range(BEGIN_ATTEMPTS):
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e) or attempt == BEGIN_ATTEMPTS - 1:
+                    raise
+            await anyio.sleep(delay)
+            delay *= 4
+
+    @staticmethod
+    async def _rollback(conn: aiosqlite.Connection) -> None:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):  # the transaction is gone either way
+                await conn.execute("ROLLBACK")
+
+    def _live(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise StoreClosedError(self._location)
+        return self._conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[_Tx]:
+        """One write transaction: committed if the body returns, rolled back if it raises."""
+        async with self._lock:
+            conn = self._live()
+            tx = _Tx(conn)
+            try:
+                await self._begin(conn)
+                try:
+                    yield tx
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await self._rollback(conn)
+                    raise
+                with anyio.CancelScope(shield=True):  # the outcome of a COMMIT is never lost
+                    try:
+                        await conn.execute("COMMIT")
+                    except BaseException:
+                        await self._rollback(conn)
+                        raise
+            except sqlite3.Error as e:
+                raise self._store_error(e) from e
+            if tx.runs_changed:
+                self._run_commits += 1
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            try:
+                yield self._live()
+            except sqlite3.Error as e:
+                raise self._store_error(e) from e
+
+    def _fault(self, point: str) -> None:
+        if self.fault is not None:
+            self.fault(point)
+
+    # ---- runs --------------------------------------------------------------------------
+
+    async def create_runs(self, runs: Sequence[Run]) -> CreateResult:
+        batch = Batch.of(runs)
+        async with self._write() as tx:
+            resolved = await self._insert_runs(tx, batch.kept)
+        created, deduplicated, _ = batch.report(resolved)
+        return CreateResult(created=tuple(created), deduplicated=tuple(deduplicated))
+
+    async def commit_ticks(
+        self, commits: Sequence[TickCommit], *, lease_epoch: int | None = None
+    ) -> list[Tick]:
+        batches = [Batch.of(commit.runs) for commit in commits]
+        async with self._write() as tx:
+            if lease_epoch is not None:
+                current = await self._scalar(tx.conn, "SELECT epoch FROM lease WHERE id = 1")
+                if current != lease_epoch:
+                    raise LeaseLostError(lease_epoch)
+            resolved = await self._insert_runs(tx, [r for b in batches for r in b.kept])
+            self._fault("commit_ticks.after_runs")
+            ticks = [
+                dataclasses.replace(commit.tick, decisions=batch.report(resolved)[2])
+                for commit, batch in zip(commits, batches, strict=True)
+            ]
+            if ticks:
+                await self._insert_ticks(tx.conn, ticks)
+            self._fault("commit_ticks.after_tick")
+            await tx.conn.executemany(
+                _UPSERT_STATE,
+                [
+                    (
+                        c.tick.instigator.kind.value,
+                        c.tick.instigator.name,
+                        c.state.set_cursor or c.state.cursor is not None,
+                        c.state.cursor,
+                        enc_opt_time(c.state.last_tick_at),
+                        c.state.last_run_key,
+                        enc_time(c.tick.ended_at or c.tick.started_at),
+                    )
+                    for c in commits
+                ],
+            )
+            self._fault("commit_ticks.after_state")
+        return ticks
+
+    async def _insert_runs(self, tx: _Tx, kept: Sequence[Run]) -> dict[str, Decision]:
+        """Insert `kept` (already collapsed) with dedup; each run's decision by run id.
+
+        The unique indexes decide: rows go in with ON CONFLICT DO NOTHING and RETURNING says
+        which were created. A probe first finds the requests a stored run already blocks,
+        so that only the rest (usually few) are encoded in full and sent; it runs inside the
+        same BEGIN IMMEDIATE transaction, so nothing can change between probe and insert.
+        """
+        resolved: dict[str, Decision] = {}
+        if not kept:
+            return resolved
+        check_unique_ids(kept)
+        keyed = [r for r in kept if r.run_key is not None or r.partition_key is not None]
+        await self._probe(tx.conn, keyed, resolved)
+        fresh = [r for r in kept if r.run_id not in resolved]
+        if not fresh:
+            return resolved
+        rows = await tx.conn.execute_fetchall(
+            _INSERT_RUNS, (dumps([run_to_row(r) for r in fresh]),)
+        )
+        created = {row[0] for row in rows}
+        if created:
+            tx.runs_changed = True
+        blocked = []
+        for run in fresh:
+            if run.run_id in created:
+                resolved[run.run_id] = decision(run, Outcome.CREATED, run.run_id)
+            else:
+                blocked.append(run)
+        if blocked:  # runs of one call that block each other across its commits
+            await self._probe(tx.conn, blocked, resolved)
+            for run in blocked:
+                if run.run_id not in resolved:
+                    raise DuplicateIdError("run", run.run_id)
+        return resolved
+
+    @staticmethod
+    async def _probe(
+        conn: aiosqlite.Connection, runs: Sequence[Run], resolved: dict[str, Decision]
+    ) -> None:
+        """Record, for each of `runs` that a stored run blocks, the blocking run: by run_key
+        first (at most one run ever), else by active partition.
+
+        One statement: per instigator, its run keys as one flat JSON array joined to the
+        run_key index; per job, its partition keys joined to the active-partition index."""
+        by_instigator: dict[Instigator, list[Run]] = {}
+        by_job: dict[str, list[Run]] = {}
+        last: Instigator | None = None
+        members: list[Run] = []
+        for run in runs:
+            if run.run_key is not None:
+                if run.instigator is not last:  # runs of one tick share one Instigator
+                    last = run.instigator
+                    members = by_instigator.setdefault(last, [])
+                members.append(run)
+            if run.partition_key is not None:
+                by_job.setdefault(run.job, []).append(run)
+        selects: list[str] = []
+        params: list[Any] = []
+        groups: list[list[Run]] = []
+        for key, members in by_instigator.items():
+            selects.append(_PROBE_RUN_KEYS)
+            params += [len(groups), dumps([m.run_key for m in members]), key.kind, key.name]
+            groups.append(members)
+        key_groups = len(groups)
+        for job, jobs_runs in by_job.items():
+            selects.append(_PROBE_PARTITIONS)
+            params += [len(groups), dumps([m.partition_key for m in jobs_runs]), job]
+            groups.append(jobs_runs)
+        if not selects:
+            return
+        by_partition: list[tuple[Run, str]] = []
+        for group, i, blocker in await conn.execute_fetchall(" UNION ALL ".join(selects), params):
+            run = groups[group][i]
+            if group < key_groups:
+                resolved[run.run_id] = decision(run, Outcome.DEDUPLICATED_RUN_KEY, blocker)
+            else:
+                by_partition.append((run, blocker))
+        for run, blocker in by_partition:
+            if run.run_id not in resolved:
+                resolved[run.run_id] = decision(run, Outcome.DEDUPLICATED_PARTITION, blocker)
+
+    async def _insert_ticks(self, conn: aiosqlite.Connection, ticks: Sequence[Tick]) -> None:
+        try:
+            await conn.executemany(_INSERT_TICK, [tick_to_row(t) for t in ticks])
+        except sqlite3.IntegrityError as e:  # the primary key: a tick committed before
+            raise DuplicateIdError("tick", ", ".join(t.tick_id for t in ticks)) from e
+
+    async def claim_runs(
+        self,
+        *,
+        node_id: str,
+        limit: int,
+        limits: ConcurrencyLimits,
+        now: datetime,
+    ) -> list[Run]:
+        """Read the next runs in queue order (passing over what a tag limit forbids), then
+        move exactly those to STARTING, in one write transaction."""
+        if limit <= 0:
+            return []
+        due = enc_time(now)
+        async with self._write() as tx:
+            conn = tx.conn
+            if limits.tag_limits:
+                rows = await self._admit(conn, limit, limits, due)
+            else:
+                if limits.max_concurrent_runs is not None:
+                    in_flight = await self._scalar(
+                        conn, f"SELECT count(*) FROM runs WHERE status IN {_IN_FLIGHT}"
+                    )
+                    limit = min(limit, limits.max_concurrent_runs - in_flight)
+                rows = []
+                if limit > 0:
+                    rows = list(await conn.execute_fetchall(_NEXT_QUEUED, (due, limit)))
+            if not rows:
+                return []
+            ids = dumps([row[0] for row in rows])
+            cursor = await conn.execute(_CLAIM, (node_id, ids))
+            if cursor.rowcount != len(rows):  # cannot happen under BEGIN IMMEDIATE
+                raise StoreError(f"store {self._location}: runs changed during a claim")
+            data = dumps({"node_id": node_id})
+            await conn.execute(_ADD_EVENTS, (ids, due, "run.starting", data))
+            tx.runs_changed = True
+        starting = RunStatus.STARTING
+        return [run_from_row((*row[:2], starting, *row[3:18], node_id)) for row in rows]
+
+    @staticmethod
+    async def _admit(
+        conn: aiosqlite.Connection, limit: int, limits: ConcurrencyLimits, due: str
+    ) -> list[Any]:
+        """The rows of the runs to claim, in queue order, that fit the limits given what is
+        in flight.
+
+        The counter starts from the in-flight runs, counted per tag in SQL (run_tags), then
+        walks the queue in chunks sized by how many runs the limits passed over so far: the
+        work follows what is claimed, not the queue length, unless limits pass over many."""
+        keys = dumps(sorted({lim.key for lim in limits.tag_limits}))
+        counter = LimitCounter(limits)
+        for key, value, count in await conn.execute_fetchall(_IN_FLIGHT_TAGS, (keys,)):
+            if key is None:
+                counter.total = count
+                continue
+            # What LimitCounter.charge adds, for `count` in-flight runs tagged key=value.
+            for i, tag_limit in enumerate(limits.tag_limits):
+                slot = tag_limit.slot({key: value})
+                if slot is not None:
+                    counter.counts[(i, slot)] += count
+        admitted: list[Any] = []
+        scanned = 0
+        async with conn.execute(_QUEUE, (due,)) as cursor:
+            while len(admitted) < limit and not counter.full():
+                wanted = limit - len(admitted)
+                ratio = scanned / len(admitted) if admitted else 1.0
+                rows = await cursor.fetchmany(min(int(wanted * ratio * 1.2) + 32, 8192))
+                if not rows:
+                    break
+                for row in rows:
+                    scanned += 1
+                    tags = row[7]
+                    if counter.admit(json.loads(tags) if tags != "{}" else {}):
+                        admitted.append(row)
+                        if len(admitted) >= limit or counter.full():
+                            break
+        return admitted
+
+    async def transition_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        now: datetime,
+        error: str | None = None,
+        event: Mapping[str, Any] | None = None,
+    ) -> Run:
+        data = dumps(dict(event or {}))
+        async with self._write() as tx:
+            rows = list(
+                await tx.conn.execute_fetchall(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+                )
+            )
+            if not rows:
+                raise RunNotFoundError(run_id)
+            current = run_from_row(rows[0])
+            moved = current.moved_to(status, now=now, error=error)
+            updated = list(
+                await tx.conn.execute_fetchall(
+                    _TRANSITION,
+                    (
+                        moved.status.value,
+                        enc_opt_time(moved.started_at),
+                        enc_opt_time(moved.ended_at),
+                        moved.error,
+                        run_id,
+                        current.status.value,
+                    ),
+                )
+            )
+            if not updated:  # compare-and-set lost: someone moved it first
+                raise IllegalTransitionError(run_id, current.status.value, status.value)
+            tx.runs_changed = True
+            await tx.conn.execute(
+                "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
+                (run_id, enc_time(now), f"run.{status.value.lower()}", data),
+            )
+        return run_from_row(updated[0])
+
+    async def get_run(self, run_id: str) -> Run | None:
+        async with self._read() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+                )
+            )
+        return run_from_row(rows[0]) if rows else None
+
+    async def list_runs(self, query: RunQuery) -> list[Run]:
+        where: list[str] = []
+        params: list[Any] = []
+        if query.statuses:
+            where.append(f"status IN ({', '.join('?' * len(query.statuses))})")
+            params.extend(s.value for s in query.statuses)
+        if query.job is not None:
+            where.append("job = ?")
+            params.append(query.job)
+        if query.instigator is not None:
+            where.append("instigator_kind = ? AND instigator_name = ?")
+            params += [query.instigator.kind.value, query.instigator.name]
+        for key, value in query.tags.items():
+            where.append("run_id IN (SELECT run_id FROM run_tags WHERE key = ? AND value = ?)")
+            params += [key, value]
+        if query.partition_key is not None:
+            where.append("partition_key = ?")
+            params.append(query.partition_key)
+        if query.since is not None:
+            where.append("created_at >= ?")
+            params.append(enc_time(query.since))
+        params.append(-1 if query.limit is None else query.limit)
+        sql = (
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE {' AND '.join(where) or 'true'} "
+            "ORDER BY created_at DESC, run_id DESC LIMIT ?"
+        )
+        async with self._read() as conn:
+            return [run_from_row(r) for r in await conn.execute_fetchall(sql, params)]
+
+    async def active_runs_of(self, instigator: Instigator) -> list[Run]:
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE instigator_kind = ? "
+                "AND instigator_name = ? AND ended_at IS NULL AND status IN "
+                f"{_ACTIVE} ORDER BY created_at, run_id",
+                (instigator.kind.value, instigator.name),
+            )
+        return [run_from_row(r) for r in rows]
+
+    async def orphaned_runs(self, *, live_nodes: Sequence[str]) -> list[Run]:
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN {_IN_FLIGHT} AND "
+                "(node_id IS NULL OR node_id NOT IN (SELECT value FROM json_each(?))) "
+                "ORDER BY created_at, run_id",
+                (dumps(list(live_nodes)),),
+            )
+        return [run_from_row(r) for r in rows]
+
+    async def next_due_at(self) -> datetime | None:
+        async with self._read() as conn:
+            value = await self._scalar(
+                conn,
+                "SELECT min(not_before) FROM runs "
+                "WHERE status = 'QUEUED' AND not_before IS NOT NULL",
+            )
+        return None if value is None else dec_time(value)
+
+    # ---- ticks and instigators ---------------------------------------------------------------
+
+    async def list_ticks(self, query: TickQuery) -> list[Tick]:
+        where: list[str] = []
+        params: list[Any] = []
+        if query.instigator_name is not None:
+            where.append("instigator_name = ?")
+            params.append(query.instigator_name)
+        if query.statuses:
+            where.append(f"status IN ({', '.join('?' * len(query.statuses))})")
+            params.extend(s.value for s in query.statuses)
+        if query.since is not None:
+            where.append("started_at >= ?")
+            params.append(enc_time(query.since))
+        limit = -1 if query.limit is None else query.limit
+        base = f"SELECT {TICK_COLUMNS} FROM ticks WHERE {' AND '.join(where) or 'true'}"
+        async with self._read() as conn:
+            if query.around is None:
+                rows = await conn.execute_fetchall(
+                    f"{base} ORDER BY started_at DESC, tick_id DESC LIMIT ?", [*params, limit]
+                )
+                return [tick_from_row(r) for r in rows]
+            # The nearest `limit` are among the nearest `limit` on either side.
+            around = enc_time(query.around)
+            before = await conn.execute_fetchall(
+                f"{base} AND tick_at <= ? ORDER BY tick_at DESC, tick_id LIMIT ?",
+                [*params, around, limit],
+            )
+            after = await conn.execute_fetchall(
+                f"{base} AND tick_at > ? ORDER BY tick_at, tick_id LIMIT ?",
+                [*params, around, limit],
+            )
+        ticks = [tick_from_row(r) for r in [*before, *after]]
+        return nearest(ticks, query.around, query.limit)
+
+    async def get_tick(self, tick_id: str) -> Tick | None:
+        async with self._read() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    f"SELECT {TICK_COLUMNS} FROM ticks WHERE tick_id = ?", (tick_id,)
+                )
+            )
+        return tick_from_row(rows[0]) if rows else None
+
+    async def instigator_states(self) -> dict[tuple[InstigatorKind, str], InstigatorState]:
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(f"SELECT {STATE_COLUMNS} FROM instigator_state")
+        states = (state_from_row(r) for r in rows)
+        return {(s.instigator.kind, s.instigator.name): s for s in states}
+
+    async def set_instigator_status(
+        self, instigator: Instigator, status: InstigatorStatus, *, now: datetime
+    ) -> InstigatorState:
+        return await self._upsert_state(instigator, "status", status.value, now)
+
+    async def set_cursor(
+        self, instigator: Instigator, cursor: str | None, *, now: datetime
+    ) -> InstigatorState:
+        return await self._upsert_state(instigator, "cursor", cursor, now)
+
+    async def _upsert_state(
+        self, instigator: Instigator, column: str, value: str | None, now: datetime
+    ) -> InstigatorState:
+        async with self._write() as tx:
+            rows = list(
+                await tx.conn.execute_fetchall(
+                    f"INSERT INTO instigator_state (instigator_kind, instigator_name, {column}, "
+                    "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                    f"{column} = excluded.{column}, updated_at = excluded.updated_at "
+                    f"RETURNING {STATE_COLUMNS}",
+                    (instigator.kind.value, instigator.name, value, enc_time(now)),
+                )
+            )
+        return state_from_row(rows[0])
+
+    # ---- housekeeping ------------------------------------------------------------------------
+
+    async def purge(self, *, now: datetime, retention: Retention) -> PurgeCounts:
+        ticks = runs = 0
+        async with self._write() as tx:
+            if retention.skipped_ticks is not None:
+                cur = await tx.conn.execute(
+                    "DELETE FROM ticks WHERE status = 'SKIPPED' AND started_at < ?",
+                    (enc_time(now - retention.skipped_ticks),),
+                )
+                ticks += cur.rowcount
+            if retention.ticks is not None:
+                cur = await tx.conn.execute(
+                    "DELETE FROM ticks WHERE status <> 'SKIPPED' AND started_at < ?",
+                    (enc_time(now - retention.ticks),),
+                )
+                ticks += cur.rowcount
+            if retention.runs is not None:
+                # Events, logs and tag rows go with their runs (ON DELETE CASCADE).
+                cur = await tx.conn.execute(
+                    f"DELETE FROM runs WHERE status IN {_TERMINAL} AND ended_at < ?",
+                    (enc_time(now - retention.runs),),
+                )
+                runs = cur.rowcount
+                tx.runs_changed = runs > 0
+        return PurgeCounts(ticks=ticks, runs=runs)
+
+    async def change_token(self) -> int:
+        """`PRAGMA data_version` moves when another connection commits; our own commits
+        that changed runs are counted beside it."""
+        async with self._read() as conn:
+            version = await self._scalar(conn, "PRAGMA data_version")
+        return (int(version) << 32) | (self._run_commits & 0xFFFFFFFF)
+
+    # ---- lease -----------------------------------------------------------------------------
+
+    async def acquire_lease(
+        self, *, holder: str, pid: int, host: str, now: datetime, ttl: timedelta
+    ) -> Lease:
+        async with self._write() as tx:
+            lease = take_lease(
+                await self._lease(tx.conn), holder=holder, pid=pid, host=host, now=now, ttl=ttl
+            )
+            await tx.conn.execute(
+                "INSERT OR REPLACE INTO lease (id, holder, epoch, pid, host, since, "
+                "heartbeat_at, expires_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    lease.holder,
+                    lease.epoch,
+                    lease.pid,
+                    lease.host,
+                    enc_time(lease.since),
+                    enc_time(lease.heartbeat_at),
+                    enc_time(lease.expires_at),
+                ),
+            )
+        return lease
+
+    async def renew_lease(self, lease: Lease, *, now: datetime, ttl: timedelta) -> Lease:
+        async with self._write() as tx:
+            cur = await tx.conn.execute(
+                "UPDATE lease SET heartbeat_at = ?, expires_at = ? "
+                "WHERE id = 1 AND holder = ? AND epoch = ?",
+                (enc_time(now), enc_time(now + ttl), lease.holder, lease.epoch),
+            )
+            if cur.rowcount != 1:
+                raise LeaseLostError(lease.epoch)
+        return dataclasses.replace(lease, heartbeat_at=utc(now), expires_at=utc(now + ttl))
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Marks the lease lapsed (expires_at = since) but keeps the row, and its epoch."""
+        async with self._write() as tx:
+            await tx.conn.execute(
+                "UPDATE lease SET expires_at = since WHERE id = 1 AND holder = ? AND epoch = ?",
+                (lease.holder, lease.epoch),
+            )
+
+    async def current_lease(self) -> Lease | None:
+        async with self._read() as conn:
+            return await self._lease(conn)
+
+    @staticmethod
+    async def _lease(conn: aiosqlite.Connection) -> Lease | None:
+        rows = list(
+            await conn.execute_fetchall(
+                "SELECT holder, epoch, pid, host, since, heartbeat_at, expires_at "
+                "FROM lease WHERE id = 1"
+            )
+        )
+        if not rows:
+            return None
+        holder, epoch, pid, host, since, heartbeat_at, expires_at = rows[0]
+        return Lease(
+            holder=holder,
+            epoch=epoch,
+            pid=pid,
+            host=host,
+            since=dec_time(since),
+            heartbeat_at=dec_time(heartbeat_at),
+            expires_at=dec_time(expires_at),
+        )
+
+    # ---- run events and logs -------------------------------------------------------------------
+
+    async def add_run_event(
+        self, run_id: str, kind: str, *, at: datetime, data: Mapping[str, Any] | None = None
+    ) -> None:
+        encoded = dumps(dict(data or {}))
+        async with self._write() as tx:
+            try:
+                await tx.conn.execute(
+                    "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
+                    (run_id, enc_time(at), kind, encoded),
+                )
+            except sqlite3.IntegrityError as e:  # the foreign key: no such run
+                raise RunNotFoundError(run_id) from e
+
+    async def run_events(self, run_id: str) -> list[RunEvent]:
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT seq, at, kind, data FROM run_events WHERE run_id = ? ORDER BY seq",
+                (run_id,),
+            )
+        return [
+            RunEvent(run_id=run_id, seq=seq, at=dec_time(at), kind=kind, data=json.loads(data))
+            for seq, at, kind, data in rows
+        ]
+
+    async def append_logs(self, run_id: str, lines: Sequence[tuple[datetime, str, str]]) -> None:
+        if not lines:
+            return
+        rows = [(run_id, enc_time(at), stream, text) for at, stream, text in lines]
+        async with self._write() as tx:
+            try:
+                await tx.conn.executemany(
+                    "INSERT INTO run_logs (run_id, at, stream, text) VALUES (?, ?, ?, ?)", rows
+                )
+            except sqlite3.IntegrityError as e:
+                raise RunNotFoundError(run_id) from e
+
+    async def read_logs(self, run_id: str, *, after_seq: int = 0) -> list[LogLine]:
+        async with self._read() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT seq, at, stream, text FROM run_logs WHERE run_id = ? AND seq > ? "
+                "ORDER BY seq",
+                (run_id, after_seq),
+            )
+        return [
+            LogLine(run_id=run_id, seq=seq, at=dec_time(at), stream=stream, text=text)
+            for seq, at, stream, text in rows
+        ]
+
+
+# ---- statements ------------------------------------------------------------------------------
+
+_INSERT_RUNS = (
+    f"INSERT INTO runs ({RUN_COLUMNS}) SELECT "
+    + ", ".join(f"value ->> {i}" for i in range(len(RUN_COLUMNS.split(","))))
+    # `WHERE true` settles SQLite's parse ambiguity of INSERT … SELECT … ON CONFLICT.
+    + " FROM json_each(?) WHERE true ON CONFLICT DO NOTHING RETURNING run_id"
+)
+
+# The stored runs blocking requests, as (group, index in the group's JSON array, run_id).
+# CROSS JOIN keeps json_each the outer loop (otherwise the planner may scan runs instead).
+_PROBE_RUN_KEYS = """
+SELECT ? AS grp, j.key, r.run_id FROM json_each(?) AS j CROSS JOIN runs AS r
+ WHERE r.instigator_kind = ? AND r.instigator_name = ? AND r.run_key = j.value
+"""
+
+_PROBE_PARTITIONS = f"""
+SELECT ? AS grp, j.key, r.run_id FROM json_each(?) AS j CROSS JOIN runs AS r
+ WHERE r.job = ? AND r.partition_key = j.value
+   AND r.partition_key IS NOT NULL AND r.status IN {_ACTIVE}
+"""
+
+_INSERT_TICK = (
+    f"INSERT INTO ticks ({TICK_COLUMNS}) VALUES ({', '.join('?' * len(TICK_COLUMNS.split(',')))})"
+)
+
+# ?3: whether to write the cursor (set_cursor, or a cursor given); None leaves the others.
+_UPSERT_STATE = """
+INSERT INTO instigator_state
+    (instigator_kind, instigator_name, cursor, last_tick_at, last_run_key, updated_at)
+VALUES (?1, ?2, CASE WHEN ?3 THEN ?4 END, ?5, ?6, ?7)
+ON CONFLICT (instigator_kind, instigator_name) DO UPDATE SET
+    cursor = CASE WHEN ?3 THEN ?4 ELSE cursor END,
+    last_tick_at = coalesce(?5, last_tick_at),
+    last_run_key = coalesce(?6, last_run_key),
+    updated_at = ?7
+"""
+
+_QUEUE_WHERE = "status = 'QUEUED' AND (not_before IS NULL OR not_before <= ?)"
+_QUEUE_ORDER = "ORDER BY priority DESC, created_at, run_id"
+
+_QUEUE = f"SELECT {RUN_COLUMNS} FROM runs WHERE {_QUEUE_WHERE} {_QUEUE_ORDER}"
+
+_NEXT_QUEUED = f"{_QUEUE} LIMIT ?"
+
+_CLAIM = """
+UPDATE runs SET status = 'STARTING', node_id = ?
+WHERE run_id IN (SELECT value FROM json_each(?)) AND status = 'QUEUED'
+"""
+
+# In flight: the total (key NULL), then per (key, value) of the limited keys.
+_IN_FLIGHT_TAGS = f"""
+SELECT NULL, NULL, count(*) FROM runs WHERE status IN {_IN_FLIGHT}
+UNION ALL
+SELECT t.key, t.value, count(*) FROM runs AS r CROSS JOIN run_tags AS t
+ WHERE r.status IN {_IN_FLIGHT} AND t.run_id = r.run_id
+   AND t.key IN (SELECT value FROM json_each(?))
+ GROUP BY t.key, t.value
+"""
+
+_ADD_EVENTS = """
+INSERT INTO run_events (run_id, at, kind, data)
+SELECT value, ?2, ?3, ?4 FROM json_each(?1)
+"""
+
+_TRANSITION = f"""
+UPDATE runs SET status = ?, started_at = ?, ended_at = ?, error = ?
+WHERE run_id = ? AND status = ?
+RETURNING {RUN_COLUMNS}
+"""

@@ -1,0 +1,413 @@
+"""What the store adapters share: how values become columns and back, how a batch's
+dedup is reported, and the store errors that daemon/errors.py does not have yet.
+
+Times are stored as ISO-8601 UTC text with microseconds, so they sort as text and read
+back as aware UTC datetimes. Mappings (tags, run config, event data) are JSON text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from daemon.domain.requests import collapse
+from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
+from daemon.domain.ticks import (
+    Decision,
+    InstigatorState,
+    InstigatorStatus,
+    Outcome,
+    Tick,
+    TickStatus,
+)
+from daemon.errors import LeaseHeldError, StoreError
+from daemon.ports import Lease
+
+# ---- errors (to move to daemon/errors.py) ------------------------------------------------
+
+
+class StoreFullError(StoreError):
+    """The disk (or the database's size limit) is full; the failed write left nothing."""
+
+    def __init__(self, location: str, detail: str) -> None:
+        self.location = location
+        super().__init__(
+            f"store {location} is full ({detail}); nothing of the failed write was kept. "
+            "Free space on the filesystem that holds it, or run `tickd purge`"
+        )
+
+
+class StoreBusyError(StoreError):
+    """Another process held the store's write lock for longer than we are willing to wait."""
+
+    def __init__(self, location: str, waited_s: float) -> None:
+        self.location = location
+        super().__init__(
+            f"store {location} stayed locked by another process for {waited_s:.0f}s; "
+            "check for a stuck tickd or sqlite3 shell holding a transaction open"
+        )
+
+
+class StoreClosedError(StoreError):
+    def __init__(self, location: str) -> None:
+        self.location = location
+        super().__init__(f"store {location} is closed; open it again with open_store()")
+
+
+class DuplicateIdError(StoreError):
+    """A run or tick id that is already stored: ids are fresh per run and per tick."""
+
+    def __init__(self, what: str, ident: str) -> None:
+        self.what = what
+        self.ident = ident
+        super().__init__(
+            f"{what} id {ident!r} is already stored; give every new {what} a fresh id "
+            "(daemon.domain.ids.new_id)"
+        )
+
+
+# ---- scalars --------------------------------------------------------------------------
+
+
+def enc_time(dt: datetime) -> str:
+    if dt.tzinfo is None:
+        raise ValueError(f"naive datetime {dt.isoformat()} given to the store; use aware UTC")
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def enc_opt_time(dt: datetime | None) -> str | None:
+    return None if dt is None else enc_time(dt)
+
+
+def dec_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def dec_opt_time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def utc(dt: datetime) -> datetime:
+    """`dt` as the store gives it back: aware UTC."""
+    return dec_time(enc_time(dt))
+
+
+def opt_utc(dt: datetime | None) -> datetime | None:
+    return None if dt is None else utc(dt)
+
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text; raises TypeError for what JSON cannot hold."""
+    return _encoder.encode(value)
+
+
+def json_copy(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """A mapping as it reads back from a JSON column (tuples become lists, and so on)."""
+    copied: dict[str, Any] = json.loads(dumps(dict(mapping)))
+    return copied
+
+
+T = TypeVar("T")
+
+
+def fast_constructor(cls: type[T]) -> Callable[..., T]:
+    """A constructor for a frozen, slotted dataclass taking every field positionally and
+    setting the slots directly: half the cost of __init__, for decoding thousands of rows
+    at a time. Generated like dataclasses generates __init__; falls back to the real
+    constructor if `cls` is not a plain slotted dataclass."""
+    names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    if set(getattr(cls, "__slots__", ())) != set(names) or hasattr(cls, "__post_init__"):
+        return lambda *values: cls(**dict(zip(names, values, strict=True)))
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    namespace.update({f"set_{name}": getattr(cls, name).__set__ for name in names})
+    body = "".join(f"    set_{name}(obj, {name})\n" for name in names)
+    source = f"def make({', '.join(names)}):\n    obj = new(cls)\n{body}    return obj\n"
+    exec(source, namespace)  # names are the dataclass's own field identifiers
+    make: Callable[..., T] = namespace["make"]
+    return make
+
+
+_make_run = fast_constructor(Run)
+_make_decision = fast_constructor(Decision)
+
+
+@lru_cache(maxsize=4096)
+def instigator(kind: str, name: str) -> Instigator:
+    return Instigator(kind=InstigatorKind(kind), name=name)
+
+
+_STATUS = {s.value: s for s in RunStatus}
+
+
+def _mapping(text: str) -> dict[str, Any]:
+    """A JSON object column (most are empty)."""
+    if text == "{}":
+        return {}
+    value: dict[str, Any] = json.loads(text)
+    return value
+
+
+# ---- runs ------------------------------------------------------------------------------
+
+RUN_COLUMNS = (
+    "run_id, job, status, instigator_kind, instigator_name, created_at, priority, tags, "
+    "run_config, partition_key, run_key, tick_id, started_at, ended_at, attempt, "
+    "parent_run_id, error, not_before, node_id"
+)
+
+
+def run_to_row(run: Run) -> list[Any]:
+    """A run as a JSON array in RUN_COLUMNS order (tags and run config nested as objects)."""
+    return [
+        run.run_id,
+        run.job,
+        run.status,  # StrEnum members are str: JSON and sqlite3 take them as they are
+        run.instigator.kind,
+        run.instigator.name,
+        enc_time(run.created_at),
+        run.priority,
+        dict(run.tags),
+        dict(run.run_config),
+        run.partition_key,
+        run.run_key,
+        run.tick_id,
+        enc_opt_time(run.started_at),
+        enc_opt_time(run.ended_at),
+        run.attempt,
+        run.parent_run_id,
+        run.error,
+        enc_opt_time(run.not_before),
+        run.node_id,
+    ]
+
+
+def run_from_row(r: Sequence[Any]) -> Run:
+    """A run from a row selected as RUN_COLUMNS (tags and run config as JSON text)."""
+    return _make_run(
+        r[0],  # run_id
+        r[1],  # job
+        _STATUS[r[2]],
+        instigator(r[3], r[4]),
+        dec_time(r[5]),  # created_at
+        r[6],  # priority
+        _mapping(r[7]),  # tags
+        _mapping(r[8]),  # run_config
+        r[9],  # partition_key
+        r[10],  # run_key
+        r[11],  # tick_id
+        dec_opt_time(r[12]),  # started_at
+        dec_opt_time(r[13]),  # ended_at
+        r[14],  # attempt
+        r[15],  # parent_run_id
+        r[16],  # error
+        dec_opt_time(r[17]),  # not_before
+        r[18],  # node_id
+    )
+
+
+# ---- ticks and instigator state ----------------------------------------------------------
+
+TICK_COLUMNS = (
+    "tick_id, instigator_kind, instigator_name, status, started_at, ended_at, scheduled_for, "
+    "decisions, skip_reason, error, cursor_before, cursor_after"
+)
+
+
+def decisions_to_json(decisions: Iterable[Decision]) -> str:
+    """Decisions as a JSON array of [job, outcome, run_id, run_key, partition_key]."""
+    return dumps([[d.job, d.outcome, d.run_id, d.run_key, d.partition_key] for d in decisions])
+
+
+_OUTCOME = {o.value: o for o in Outcome}
+
+
+def decisions_from_json(text: str) -> tuple[Decision, ...]:
+    return tuple(
+        _make_decision(job, _OUTCOME[outcome], run_id, run_key, partition_key)
+        for job, outcome, run_id, run_key, partition_key in json.loads(text)
+    )
+
+
+def tick_to_row(tick: Tick) -> tuple[Any, ...]:
+    """A tick as parameters in TICK_COLUMNS order."""
+    return (
+        tick.tick_id,
+        tick.instigator.kind,
+        tick.instigator.name,
+        tick.status,
+        enc_time(tick.started_at),
+        enc_opt_time(tick.ended_at),
+        enc_opt_time(tick.scheduled_for),
+        decisions_to_json(tick.decisions),
+        tick.skip_reason,
+        tick.error,
+        tick.cursor_before,
+        tick.cursor_after,
+    )
+
+
+def tick_from_row(r: Sequence[Any]) -> Tick:
+    return Tick(
+        tick_id=r[0],
+        instigator=instigator(r[1], r[2]),
+        status=TickStatus(r[3]),
+        started_at=dec_time(r[4]),
+        ended_at=dec_opt_time(r[5]),
+        scheduled_for=dec_opt_time(r[6]),
+        decisions=decisions_from_json(r[7]),
+        skip_reason=r[8],
+        error=r[9],
+        cursor_before=r[10],
+        cursor_after=r[11],
+    )
+
+
+STATE_COLUMNS = (
+    "instigator_kind, instigator_name, status, cursor, last_tick_at, last_run_key, updated_at"
+)
+
+
+def state_from_row(r: Sequence[Any]) -> InstigatorState:
+    return InstigatorState(
+        instigator=instigator(r[0], r[1]),
+        status=None if r[2] is None else InstigatorStatus(r[2]),
+        cursor=r[3],
+        last_tick_at=dec_opt_time(r[4]),
+        last_run_key=r[5],
+        updated_at=dec_opt_time(r[6]),
+    )
+
+
+# ---- batch dedup bookkeeping --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A batch of runs after in-batch collapse.
+
+    `kept` go to the store; `winner_of[i]` is None for a kept run, else the kept run
+    that the i-th run duplicates (same run_key or partition earlier in the batch).
+    """
+
+    runs: Sequence[Run]
+    kept: list[Run]
+    winner_of: list[Run | None]
+
+    @classmethod
+    def of(cls, runs: Sequence[Run]) -> Batch:
+        for run in runs:
+            if run.status is not RunStatus.QUEUED:
+                raise ValueError(f"run {run.run_id} is {run.status}; new runs must be QUEUED")
+        kept, dropped = collapse(runs)
+        if not dropped:
+            return cls(runs, kept, [None] * len(runs))
+        winner_of: list[Run | None] = []
+        k = d = 0
+        for run in runs:  # collapse keeps input order in both lists
+            if k < len(kept) and kept[k] is run:
+                winner_of.append(None)
+                k += 1
+            else:
+                winner_of.append(dropped[d][1])
+                d += 1
+        return cls(runs, kept, winner_of)
+
+    def report(
+        self, resolved: Mapping[str, Decision]
+    ) -> tuple[list[Run], list[tuple[Run, Decision]], tuple[Decision, ...]]:
+        """Created runs, deduplicated (run, decision) pairs and every run's decision, in
+        batch order. `resolved` maps each kept run's id to its decision: CREATED, or
+        deduplicated against a stored run. A duplicate within the batch is reported
+        DEDUPLICATED_IN_TICK against the run its winner resolved to, so a decision's run_id
+        always names a stored run."""
+        created: list[Run] = []
+        deduplicated: list[tuple[Run, Decision]] = []
+        if len(self.kept) == len(self.runs):  # no duplicates within the batch
+            decisions = [resolved[run.run_id] for run in self.runs]
+            for run, made in zip(self.runs, decisions, strict=True):
+                if made.outcome is Outcome.CREATED:
+                    created.append(run)
+                else:
+                    deduplicated.append((run, made))
+            return created, deduplicated, tuple(decisions)
+        decisions = []
+        for run, winner in zip(self.runs, self.winner_of, strict=True):
+            if winner is None:
+                decision = resolved[run.run_id]
+                if decision.outcome is Outcome.CREATED:
+                    created.append(run)
+                else:
+                    deduplicated.append((run, decision))
+            else:
+                blocker = resolved[winner.run_id].run_id
+                outcome = Outcome.DEDUPLICATED_IN_TICK
+                decision = _make_decision(run.job, outcome, blocker, run.run_key, run.partition_key)
+                deduplicated.append((run, decision))
+            decisions.append(decision)
+        return created, deduplicated, tuple(decisions)
+
+
+def check_unique_ids(runs: Sequence[Run]) -> None:
+    """Raise DuplicateIdError if two runs to insert share an id."""
+    seen: set[str] = set()
+    for run in runs:
+        if run.run_id in seen:
+            raise DuplicateIdError("run", run.run_id)
+        seen.add(run.run_id)
+
+
+def decision(run: Run, outcome: Outcome, run_id: str) -> Decision:
+    """The decision for request `run`: created as `run_id`, or deduplicated by `run_id`."""
+    return _make_decision(run.job, outcome, run_id, run.run_key, run.partition_key)
+
+
+# ---- rules both stores apply the same way ------------------------------------------------
+
+
+def take_lease(
+    current: Lease | None, *, holder: str, pid: int, host: str, now: datetime, ttl: timedelta
+) -> Lease:
+    """The lease after `holder` asks for it at `now`: free, lapsed (expires_at <= now) or
+    already ours. A new holder gets epoch + 1; the same holder keeps its epoch. Raises
+    LeaseHeldError naming the live holder otherwise."""
+    if current is None:
+        epoch, since = 1, now
+    elif current.holder == holder:
+        epoch = current.epoch
+        since = current.since if current.expires_at > now else now
+    elif current.expires_at <= now:
+        epoch, since = current.epoch + 1, now
+    else:
+        raise LeaseHeldError(
+            holder=f"pid {current.pid} on {current.host}",
+            since=current.since.isoformat(timespec="seconds"),
+        )
+    return Lease(
+        holder=holder,
+        epoch=epoch,
+        pid=pid,
+        host=host,
+        since=utc(since),
+        heartbeat_at=utc(now),
+        expires_at=utc(now + ttl),
+    )
+
+
+def nearest(ticks: Iterable[Tick], around: datetime, limit: int | None) -> list[Tick]:
+    """Ticks nearest first to `around` by scheduled_for (else started_at); ties go to the
+    earlier tick, then the smaller tick id."""
+
+    def key(t: Tick) -> tuple[timedelta, datetime, str]:
+        at = t.scheduled_for or t.started_at
+        return (abs(at - around), at, t.tick_id)
+
+    ordered = sorted(ticks, key=key)
+    return ordered if limit is None else ordered[:limit]
