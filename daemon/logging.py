@@ -16,10 +16,11 @@ keys. Calling `configure_logging` again replaces the previous setup.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
-from typing import Any, Final, TextIO
+from typing import Any, Final, Literal, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -37,18 +38,22 @@ FORMATS: Final = ("auto", "json", "console")
 
 
 def configure_logging(
-    level: str = "info", fmt: str = "auto", *, stream: TextIO | None = None
+    level: str = "info",
+    fmt: str = "auto",
+    *,
+    stream: TextIO | Literal["stdout", "stderr"] = "stdout",
 ) -> None:
     """Send every structlog event (and stdlib log record) at `level` or above to `stream`.
 
-    `stream` defaults to stdout (the daemon's journal). Commands whose stdout carries data
-    pass sys.stderr.
+    `stream` is "stdout" (the daemon's journal; the default), "stderr" (commands whose
+    stdout carries data), or a file. "stdout" and "stderr" are looked up at every write,
+    so a later redirection of sys.stdout / sys.stderr is followed, never a closed stream.
     """
     if level.lower() not in LEVELS:
         raise ConfigError("log.level", f"{level!r} is not one of {', '.join(LEVELS)}")
     if fmt not in FORMATS:
         raise ConfigError("log.format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
-    out = sys.stdout if stream is None else stream
+    out = cast(TextIO, _CurrentStream(stream)) if isinstance(stream, str) else stream
     threshold = LEVELS[level.lower()]
     as_json = fmt == "json" or (fmt == "auto" and not _is_tty(out))
     renderer = _json_renderer() if as_json else _console_renderer(out)
@@ -104,6 +109,29 @@ def _console_renderer(out: TextIO) -> list[Processor]:
             colors=colors, exception_formatter=structlog.dev.plain_traceback
         ),
     ]
+
+
+class _CurrentStream(io.TextIOBase):
+    """Whatever sys.stdout or sys.stderr is at the moment of each write."""
+
+    def __init__(self, name: Literal["stdout", "stderr"]) -> None:
+        if name not in ("stdout", "stderr"):
+            raise ValueError(f"stream must be 'stdout', 'stderr' or a file, not {name!r}")
+        self._name = name
+
+    @property
+    def _target(self) -> TextIO:
+        target: TextIO = getattr(sys, self._name)
+        return target
+
+    def write(self, text: str) -> int:
+        return self._target.write(text)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    def isatty(self) -> bool:
+        return self._target.isatty()
 
 
 def _is_tty(stream: TextIO) -> bool:

@@ -132,3 +132,11 @@ def test_a_load_is_logged_as_one_event_per_error_and_a_summary(tmp_path: Path) -
     assert "ValueError: nope" in failed["problem"]
     assert loaded["event"] == "definitions.loaded"
     assert (loaded["jobs"], loaded["errors"], loaded["modules"]) == (1, 1, 2)
+
+
+def test_a_named_stream_follows_redirection(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info", "json", stream="stderr")
+    structlog.get_logger().info("run.finished", run_id="r1")
+    assert json.loads(capsys.readouterr().err)["event"] == "run.finished"
+    with pytest.raises(ValueError, match="'stdout', 'stderr' or a file"):
+        configure_logging("info", "json", stream="journal")  # type: ignore[arg-type]

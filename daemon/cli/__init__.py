@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         config = config_from_args(args)
-        configure_logging(config.log.level, config.log.format, stream=sys.stderr)
+        configure_logging(config.log.level, config.log.format, stream="stderr")
         code: int = args.func(args, config)
         return code
     except ConfigError as exc:
