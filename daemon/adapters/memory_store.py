@@ -169,7 +169,10 @@ class MemoryStore:
                 journal.rollback()
                 self._seq = seq
                 raise
-        return [dataclasses.replace(c.tick, decisions=t.decisions) for c, t in zip(commits, ticks)]
+        return [
+            dataclasses.replace(c.tick, decisions=t.decisions)
+            for c, t in zip(commits, ticks, strict=True)
+        ]
 
     def _insert_runs(self, kept: Sequence[Run], journal: _Journal) -> dict[str, Decision]:
         check_unique_ids(kept)

@@ -92,9 +92,7 @@ async def test_active_partition_deduplicates_until_the_run_finishes(
     assert (await store.create_runs([later])).created == (later,)
 
 
-async def test_run_key_wins_over_partition_when_both_block(
-    store: Store, make_run: MakeRun
-) -> None:
+async def test_run_key_wins_over_partition_when_both_block(store: Store, make_run: MakeRun) -> None:
     first = make_run(run_key="k", partition_key="p")
     await store.create_runs([first])
     result = await store.create_runs([make_run(run_key="k", partition_key="p")])

@@ -1,0 +1,337 @@
+"""What only the SQLite store has: a file (its mode, its identity, its schema version),
+migrations, a full disk, and other processes on the same file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+
+from daemon.adapters.memory_store import MemoryStore
+from daemon.adapters.open_store import open_store
+from daemon.adapters.sqlite_store import APPLICATION_ID, LATEST_VERSION, SqliteStore
+from daemon.adapters.store_codec import StoreFullError
+from daemon.domain.limits import ConcurrencyLimits
+from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
+from daemon.errors import (
+    IllegalTransitionError,
+    NotATickdStoreError,
+    StoreLocationError,
+    StoreTooNewError,
+)
+from daemon.ports import RunQuery
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SCHEDULE = Instigator(kind=InstigatorKind.SCHEDULE, name="nightly")
+
+SCHEMA = [
+    ("index", "run_events_run", "run_events"),
+    ("index", "run_logs_run", "run_logs"),
+    ("index", "run_tags_key_value", "run_tags"),
+    ("index", "runs_active_partition_uq", "runs"),
+    ("index", "runs_created", "runs"),
+    ("index", "runs_delayed", "runs"),
+    ("index", "runs_finished", "runs"),
+    ("index", "runs_in_flight", "runs"),
+    ("index", "runs_job_created", "runs"),
+    ("index", "runs_queue", "runs"),
+    ("index", "runs_run_key_uq", "runs"),
+    ("index", "runs_unfinished_by_instigator", "runs"),
+    ("index", "ticks_instigator_started", "ticks"),
+    ("index", "ticks_instigator_tick_at", "ticks"),
+    ("index", "ticks_started", "ticks"),
+    ("index", "ticks_tick_at", "ticks"),
+    ("table", "instigator_state", "instigator_state"),
+    ("table", "lease", "lease"),
+    ("table", "run_events", "run_events"),
+    ("table", "run_logs", "run_logs"),
+    ("table", "run_tags", "run_tags"),
+    ("table", "runs", "runs"),
+    ("table", "ticks", "ticks"),
+    ("trigger", "runs_enqueued", "runs"),
+]
+
+
+def run(n: int, **fields: object) -> Run:
+    return Run(
+        run_id=f"run-{n:05d}",
+        job="job",
+        status=RunStatus.QUEUED,
+        instigator=SCHEDULE,
+        created_at=T0 + timedelta(seconds=n),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = await SqliteStore.open(tmp_path / "tickd.db")
+    yield opened
+    await opened.close()
+
+
+async def test_a_new_store_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "state" / "tickd.db"  # missing parents are created
+    store = await SqliteStore.open(path)
+    await store.create_runs([run(1)])
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        assert file.stat().st_mode & 0o777 == 0o600, file
+    await store.close()
+
+
+async def test_the_migrations_build_the_expected_schema(store: SqliteStore, tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "tickd.db") as db:
+        objects = db.execute(
+            "SELECT type, name, tbl_name FROM sqlite_schema "
+            "WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
+        ).fetchall()
+        assert objects == SCHEMA
+        assert db.execute("PRAGMA user_version").fetchone() == (LATEST_VERSION,)
+        assert db.execute("PRAGMA application_id").fetchone() == (APPLICATION_ID,)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        unique = {
+            name: (is_unique, partial)
+            for _, name, is_unique, _, partial in db.execute("PRAGMA index_list(runs)")
+        }
+        assert unique["runs_run_key_uq"] == (1, 1)
+        assert unique["runs_active_partition_uq"] == (1, 1)
+
+
+async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None:
+    path = tmp_path / "tickd.db"
+    store = await SqliteStore.open(path)
+    await store.create_runs([run(1, run_key="k")])
+    await store.close()
+    store = await SqliteStore.open(path)
+    result = await store.create_runs([run(2, run_key="k")])
+    assert result.deduplicated[0][1].run_id == "run-00001"
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"hello", b"not a database, just some text\n" * 20],
+    ids=["empty", "short", "text"],
+)
+async def test_a_file_that_is_not_sqlite_is_refused_untouched(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(content)
+    if not content:  # an empty file is a new database, ours to create
+        await (await SqliteStore.open(path)).close()
+        return
+    with pytest.raises(NotATickdStoreError, match="not a SQLite database"):
+        await SqliteStore.open(path)
+    assert path.read_bytes() == content
+    assert sorted(os.listdir(tmp_path)) == ["notes.db"]
+
+
+@pytest.mark.parametrize("application_id", [0, 0x12345678])
+async def test_another_applications_database_is_refused_untouched(
+    tmp_path: Path, application_id: int
+) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("INSERT INTO customers (name) VALUES ('ada')")
+        db.execute(f"PRAGMA application_id = {application_id}")
+    db.close()
+    before = digest(path)
+    with pytest.raises(NotATickdStoreError, match="left untouched"):
+        await SqliteStore.open(path)
+    assert digest(path) == before
+    assert sorted(os.listdir(tmp_path)) == ["other.db"]
+
+
+async def test_a_store_from_a_newer_tickd_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "tickd.db"
+    await (await SqliteStore.open(path)).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
+    db.close()
+    before = digest(path)
+    with pytest.raises(StoreTooNewError) as refused:
+        await SqliteStore.open(path)
+    assert (refused.value.found, refused.value.supported) == (LATEST_VERSION + 1, LATEST_VERSION)
+    assert digest(path) == before
+
+
+async def test_a_bad_location_names_the_problem(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreLocationError, match="cannot create directory"):
+        await SqliteStore.open(blocker / "sub" / "tickd.db")
+    with pytest.raises(StoreLocationError, match="is a directory"):
+        await SqliteStore.open(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+async def test_a_read_only_directory_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    try:
+        with pytest.raises(StoreLocationError, match="permissions"):
+            await SqliteStore.open(folder / "tickd.db")
+    finally:
+        folder.chmod(0o700)
+
+
+async def test_a_full_disk_is_a_clear_error_and_keeps_nothing(store: SqliteStore) -> None:
+    await store.create_runs([run(1)])
+    conn = store._conn  # the test reaches in to shrink the database's size limit
+    assert conn is not None
+    ((pages,),) = await conn.execute_fetchall("PRAGMA page_count")
+    await conn.execute(f"PRAGMA max_page_count = {pages}")
+    big = [run(n, run_config={"blob": "x" * 2000}) for n in range(2, 200)]
+    with pytest.raises(StoreFullError, match="is full"):
+        await store.create_runs(big)
+    await conn.execute("PRAGMA max_page_count = 1073741823")
+    assert [r.run_id for r in await store.list_runs(RunQuery())] == ["run-00001"]
+    assert len((await store.create_runs(big)).created) == len(big)
+
+
+async def test_another_connections_commits_move_the_change_token(tmp_path: Path) -> None:
+    a = await SqliteStore.open(tmp_path / "tickd.db")
+    b = await SqliteStore.open(tmp_path / "tickd.db")
+    before = await a.change_token()
+    await b.create_runs([run(1)])
+    assert await a.change_token() != before
+    await a.close()
+    await b.close()
+
+
+async def test_two_connections_never_move_or_claim_one_run_twice(tmp_path: Path) -> None:
+    a = await SqliteStore.open(tmp_path / "tickd.db")
+    b = await SqliteStore.open(tmp_path / "tickd.db")
+    await a.create_runs([run(n) for n in range(1, 31)])
+    claimed: list[list[str]] = []
+
+    async def claim(store: SqliteStore, node: str) -> None:
+        for _ in range(4):
+            runs = await store.claim_runs(
+                node_id=node, limit=5, limits=ConcurrencyLimits(), now=T0 + timedelta(days=1)
+            )
+            claimed.append([r.run_id for r in runs])
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(claim, a, "a")
+        tg.start_soon(claim, b, "b")
+    every = [run_id for batch in claimed for run_id in batch]
+    assert len(every) == len(set(every)) == 30
+    await a.transition_run("run-00001", RunStatus.CANCELED, now=T0)
+    with pytest.raises(IllegalTransitionError):
+        await b.transition_run("run-00001", RunStatus.CANCELED, now=T0)
+    await a.close()
+    await b.close()
+
+
+HAMMER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from datetime import UTC, datetime, timedelta
+    import anyio
+    from daemon.adapters.sqlite_store import SqliteStore
+    from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
+
+    path, me, go = sys.argv[1], sys.argv[2], sys.argv[3]
+    sensor = Instigator(kind=InstigatorKind.SENSOR, name="inbox")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def run(n, **keys):
+        return Run(run_id=f"{me}-{n}", job="job", status=RunStatus.QUEUED,
+                   instigator=sensor, created_at=t0 + timedelta(microseconds=n), **keys)
+
+    async def main():
+        store = await SqliteStore.open(path)
+        open(f"{go}.{me}", "w").close()  # ready
+        while not os.path.exists(go):  # both start together
+            time.sleep(0.001)
+        created, n = [], 0
+        offset = 0 if me == "a" else 7  # overlapping, in a different order
+        for i in range(40):
+            batch = []
+            for j in range(5):
+                n += 1
+                batch.append(run(n, run_key=f"k{(offset + i * 5 + j) % 200}"))
+                n += 1
+                batch.append(run(n, partition_key=f"p{(offset + i + j) % 50}"))
+            result = await store.create_runs(batch)
+            created += [r.run_id for r in result.created]
+        await store.close()
+        print(json.dumps(created))
+
+    anyio.run(main)
+    """
+)
+
+
+def test_two_processes_on_one_file_create_each_key_once(tmp_path: Path) -> None:
+    path = tmp_path / "tickd.db"
+    go = tmp_path / "go"
+    anyio.run(_prepare, path)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", HAMMER, str(path), me, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for me in ("a", "b")
+    ]
+    deadline = time.monotonic() + 30
+    while not all(Path(f"{go}.{me}").exists() for me in ("a", "b")):
+        assert time.monotonic() < deadline, "the child processes did not start"
+        time.sleep(0.005)
+    go.touch()
+    outputs = [child.communicate(timeout=60) for child in children]
+    for child, (_, err) in zip(children, outputs, strict=True):
+        assert child.returncode == 0, err
+        assert "locked" not in err
+    created = [json.loads(out) for out, _ in outputs]
+    assert not set(created[0]) & set(created[1])
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT count(*), count(DISTINCT run_key) FROM runs").fetchone()
+        partitions = db.execute("SELECT count(DISTINCT partition_key) FROM runs").fetchone()
+    db.close()
+    # 200 run keys and 50 partitions (their runs stay QUEUED, so each partition once).
+    assert rows == (250, 200)
+    assert partitions == (50,)
+    assert len(created[0]) + len(created[1]) == 250
+
+
+async def _prepare(path: Path) -> None:
+    await (await SqliteStore.open(path)).close()
+
+
+async def test_open_store_by_location(tmp_path: Path) -> None:
+    for location in (":memory:", "memory://", "memory://scratch"):
+        opened = await open_store(location)
+        assert isinstance(opened, MemoryStore)
+        await opened.close()
+    for location in (str(tmp_path / "a.db"), f"sqlite://{tmp_path / 'b.db'}"):
+        opened = await open_store(location)
+        assert isinstance(opened, SqliteStore)
+        await opened.close()
+    assert (tmp_path / "b.db").exists()
+    with pytest.raises(StoreLocationError, match="not supported yet"):
+        await open_store("postgresql://localhost/tickd")
+    with pytest.raises(StoreLocationError, match="unknown scheme 'redis'"):
+        await open_store("redis://localhost")
