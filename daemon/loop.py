@@ -117,6 +117,11 @@ class Scheduler:
                 self._tg = tg
                 tg.start_soon(self._committer, recv)
                 self._rebuild_heap()
+                log.info(
+                    "scheduler.started",
+                    **self.status_counts(),
+                    next_due=self._heap[0][0].isoformat() if self._heap else None,
+                )
                 await self._main()
 
     def wake(self) -> None:
@@ -269,11 +274,10 @@ class Scheduler:
     async def _evaluate(self, key: Key) -> None:
         kind, name = key
         try:
-            async with self._eval_limiter:
-                if kind is InstigatorKind.SCHEDULE:
-                    await self._evaluate_schedule(name)
-                else:
-                    await self._evaluate_sensor(name)
+            if kind is InstigatorKind.SCHEDULE:
+                await self._evaluate_schedule(name)
+            else:
+                await self._evaluate_sensor(name)
         finally:
             self._inflight.discard(key)
             self._busy -= 1
@@ -285,11 +289,19 @@ class Scheduler:
             return
         key: Key = (InstigatorKind.SCHEDULE, name)
         active: list[Run] = []
-        if sched.overlap.value != "allow":
+        if sched.overlap is not Overlap.ALLOW:
             active = await self.store.active_runs_of(schedule_instigator(name))
-        commits = await self._evaluator.schedule_ticks(
-            sched, last_tick_at=self._last_tick(key), active_runs=active
-        )
+        last = self._last_tick(key)
+        if sched.fn is None:  # no user code: nothing to bound, nothing to wait for
+            commits = await self._evaluator.schedule_ticks(
+                sched, last_tick_at=last, active_runs=active
+            )
+        else:
+            async with self._eval_limiter:
+                commits = await self._evaluator.schedule_ticks(
+                    sched, last_tick_at=last, active_runs=active
+                )
+        # The evaluation slot is free again: a commit waits for the store, not for a slot.
         ok = await self._commit(key, commits) if commits else True
         if ok and sched.overlap is Overlap.CANCEL_PREVIOUS and any(c.runs for c in commits):
             await self._cancel_previous(sched, active)
@@ -323,12 +335,13 @@ class Scheduler:
             return
         self._abandoned.pop(name, None)
         state = self._states.get(key)
-        commit = await self._evaluator.sensor_tick(
-            sensor,
-            cursor=state.cursor if state else None,
-            last_run_key=state.last_run_key if state else None,
-            last_tick_at=state.last_tick_at if state else None,
-        )
+        async with self._eval_limiter:
+            commit = await self._evaluator.sensor_tick(
+                sensor,
+                cursor=state.cursor if state else None,
+                last_run_key=state.last_run_key if state else None,
+                last_tick_at=state.last_tick_at if state else None,
+            )
         ok = await self._commit(key, [commit])
         if self._defs.sensors.get(name) is sensor:
             due = self._sensor_due(sensor)
@@ -375,7 +388,9 @@ class Scheduler:
                 "tick.commit_failed",
                 error=str(exc),
                 error_type=type(exc).__name__,
-                instigators=[p.key[1] for p in batch],
+                ticks=len(flat),
+                instigators=len(batch),
+                first_instigators=[p.key[1] for p in batch[:5]],
                 retry_in_s=COMMIT_RETRY.total_seconds(),
             )
             for p in batch:
@@ -425,9 +440,7 @@ class Scheduler:
     def _is_idle(self) -> bool:
         deadline = self._sleep_deadline
         return (
-            self._sleeping
-            and self._busy == 0
-            and (deadline is None or deadline > self.clock.now())
+            self._sleeping and self._busy == 0 and (deadline is None or deadline > self.clock.now())
         )
 
     def _check_idle(self) -> None:

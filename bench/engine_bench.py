@@ -1,0 +1,159 @@
+"""Scheduling engine benchmarks on a real SQLite file.
+
+W1 fan-out: N schedules with `* * * * *` due at one minute boundary; the lag from the
+   boundary to the commit of each schedule's run (p50, p99). Targets: 1,000 → p99 ≤ 50 ms;
+   10,000 → p99 ≤ 250 ms. The clock is the real one shifted so that a boundary comes a
+   second after start (nothing waits a minute).
+W2 sensor dedup: a sensor returning every key it returned before plus 100 new, up to 2,000
+   keys; each tick's evaluation and commit. Target ≤ 20 ms a tick, one run per key.
+
+Run: .venv/bin/python -m bench.engine_bench [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from bench.common import Figure, percentile, print_table, summarise
+from daemon import RunRequest, Schedule, SensorResult, job, sensor
+from daemon.adapters.sqlite_store import SqliteStore
+from daemon.domain.ids import IdGenerator
+from daemon.domain.ticks import TickCommit
+from daemon.loading import Registry
+from daemon.loop import Scheduler
+from daemon.ports import RunQuery
+from daemon.ticking import Evaluator
+
+
+class ShiftedClock:
+    """The system clock moved so that a chosen instant comes `lead` seconds from now."""
+
+    def __init__(self, target: datetime, lead: float) -> None:
+        self.offset = target - datetime.now(UTC) - timedelta(seconds=lead)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    async def sleep_until(self, deadline: datetime) -> None:
+        while (remaining := (deadline - self.now()).total_seconds()) > 0:
+            await anyio.sleep(remaining)
+
+
+class CommitTimer:
+    """Wraps a store; records when each tick's commit returned."""
+
+    def __init__(self, store: SqliteStore, clock: ShiftedClock) -> None:
+        self._store = store
+        self._clock = clock
+        self.committed: list[tuple[datetime, datetime]] = []  # (scheduled_for, committed_at)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def commit_ticks(self, commits: Sequence[TickCommit], **kw: Any) -> Any:
+        ticks = await self._store.commit_ticks(commits, **kw)
+        done = self._clock.now()
+        self.committed.extend((t.scheduled_for, done) for t in ticks if t.scheduled_for)
+        return ticks
+
+
+@job(executor="async")
+async def noop(context: Any) -> None:
+    pass
+
+
+async def fan_out(n: int, directory: Path) -> list[float]:
+    """Lags in seconds from the boundary to each run's commit."""
+    store = await SqliteStore.open(directory / f"w1-{n}.db")
+    boundary = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    clock = ShiftedClock(boundary, lead=1.0)
+    timed = CommitTimer(store, clock)
+    schedules = {
+        f"s{i:05}": Schedule(name=f"s{i:05}", cron="* * * * *", job=noop) for i in range(n)
+    }
+    registry = Registry(jobs={"noop": noop}, schedules=schedules)
+    scheduler = Scheduler(store=timed, clock=clock, definitions=registry)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.run)
+        with anyio.fail_after(60):
+            while len(timed.committed) < n:
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    runs = await store.list_runs(RunQuery(limit=None))
+    assert len(runs) == n, f"expected {n} runs, found {len(runs)}"
+    await store.close()
+    return [(done - due).total_seconds() for due, done in timed.committed if due == boundary]
+
+
+async def sensor_dedup(directory: Path) -> tuple[list[float], int, int]:
+    """Per-tick seconds; runs created; distinct keys."""
+    store = await SqliteStore.open(directory / "w2.db")
+    keys: list[str] = []
+
+    @sensor(job=noop, minimum_interval=1)
+    def growing(context: Any) -> SensorResult:
+        start = len(keys)
+        keys.extend(f"file-{i:05}" for i in range(start, start + 100))
+        return SensorResult(run_requests=[RunRequest(run_key=k) for k in keys], cursor=keys[-1])
+
+    now = datetime(2026, 3, 2, tzinfo=UTC)
+    evaluator = Evaluator(jobs={"noop": noop}, ids=IdGenerator(), now=lambda: now)
+    cursor: str | None = None
+    durations = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        commit = await evaluator.sensor_tick(growing, cursor=cursor)
+        [tick] = await store.commit_ticks([commit])
+        durations.append(time.perf_counter() - t0)
+        cursor = tick.cursor_after
+        now += timedelta(seconds=1)
+    runs = await store.list_runs(RunQuery(limit=None))
+    await store.close()
+    return durations, len(runs), len({r.run_key for r in runs})
+
+
+async def main(quick: bool) -> list[Figure]:
+    structlog.configure(
+        processors=[structlog.processors.JSONRenderer()],
+        logger_factory=structlog.ReturnLoggerFactory(),
+    )
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        for n, target in ((1_000, "p99 ≤ 50 ms"), (10_000, "p99 ≤ 250 ms")):
+            if quick and n > 1_000:
+                continue
+            lags = await fan_out(n, directory)
+            figures.append(
+                Figure(f"W1 fan-out {n:,}: lag p50", 1000 * percentile(lags, 50), "ms", "")
+            )
+            figures.append(
+                Figure(f"W1 fan-out {n:,}: lag p99", 1000 * percentile(lags, 99), "ms", target)
+            )
+        durations, created, distinct = await sensor_dedup(directory)
+        assert created == distinct == 2_000, (created, distinct)
+        figures.append(
+            summarise(
+                "W2 sensor dedup: tick (2,000 keys)", [1000 * d for d in durations], "ms", "≤ 20 ms"
+            )
+        )
+        figures.append(
+            Figure("W2 sensor dedup: slowest tick", 1000 * max(durations), "ms", "≤ 20 ms")
+        )
+    return figures
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="skip the 10,000 fan-out")
+    args = parser.parse_args()
+    print_table("scheduling engine", anyio.run(main, args.quick, backend="asyncio"))
