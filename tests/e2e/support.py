@@ -93,7 +93,10 @@ class Tickd:
 def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, every: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        try:
+            if predicate():
+                return
+        except (AssertionError, ValueError):  # not up yet: no store, no output
+            pass
         time.sleep(every)
     raise AssertionError("condition not met in time")
