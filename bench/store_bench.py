@@ -7,12 +7,14 @@ Run: .venv/bin/python -m bench.store_bench [--repeats N]
 2. claim the next 1,000 runs in priority order with 100,000 queued, with no limits and
    with one tag limit.
 
-Each figure is the median of N timed repeats on a temp file (WAL, synchronous=FULL).
+Each figure is the median of N timed repeats on a temp file (WAL, synchronous=FULL); the
+garbage collector runs between repeats (untimed) so each starts from the same state.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import sqlite3
 import statistics
 import tempfile
@@ -73,6 +75,7 @@ async def timed(
     times: list[float] = []
     for i in range(repeats):
         await prepare(i)
+        gc.collect()
         start = time.perf_counter()
         await body(i)
         times.append((time.perf_counter() - start) * 1000)
@@ -82,6 +85,13 @@ async def timed(
 
 async def bench_commit(folder: Path, repeats: int) -> float:
     store = await SqliteStore.open(folder / "commit.db")
+    try:
+        return await _bench_commit(store, repeats)
+    finally:
+        await store.close()
+
+
+async def _bench_commit(store: SqliteStore, repeats: int) -> float:
     await seed(store, EXISTING)
     commits: list[TickCommit] = []
     created: list[int] = []
@@ -105,7 +115,6 @@ async def bench_commit(folder: Path, repeats: int) -> float:
         created.append(len(stored.run_ids))
 
     ms = await timed(repeats, commit, prepare)
-    await store.close()
     assert created == [NEW] * repeats, created
     return ms
 
@@ -114,6 +123,13 @@ async def bench_claim(folder: Path, repeats: int, limits: ConcurrencyLimits) -> 
     """Claim the next 1,000. Between repeats (untimed) the claimed runs are canceled through
     the store, as a daemon finishes its runs, so each claim starts with nothing in flight."""
     store = await SqliteStore.open(folder / f"claim-{len(limits.tag_limits)}.db")
+    try:
+        return await _bench_claim(store, repeats, limits)
+    finally:
+        await store.close()
+
+
+async def _bench_claim(store: SqliteStore, repeats: int, limits: ConcurrencyLimits) -> float:
     await seed(store, EXISTING, tagged_every=10)
     now = T0 + timedelta(days=1)
     claimed: list[list[str]] = []
@@ -127,7 +143,6 @@ async def bench_claim(folder: Path, repeats: int, limits: ConcurrencyLimits) -> 
         claimed.append([r.run_id for r in runs])
 
     ms = await timed(repeats, claim, cancel_claimed)
-    await store.close()
     assert [len(ids) for ids in claimed] == [CLAIM] * repeats
     return ms
 

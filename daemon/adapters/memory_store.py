@@ -154,7 +154,7 @@ class MemoryStore:
                 resolved = self._insert_runs([r for b in batches for r in b.kept], journal)
                 self._fault("commit_ticks.after_runs")
                 ticks = [
-                    _stored_tick(dataclasses.replace(c.tick, decisions=b.report(resolved)[2]))
+                    _stored_tick(dataclasses.replace(c.tick, decisions=b.decisions(resolved)))
                     for c, b in zip(commits, batches, strict=True)
                 ]
                 for tick in ticks:

@@ -13,33 +13,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import anyio
 
+from daemon.adapters.sqlite_file import begin_immediate, connect, rollback, scalar, store_error
 from daemon.adapters.store_codec import (
     RUN_COLUMNS,
     STATE_COLUMNS,
     TICK_COLUMNS,
     Batch,
     DuplicateIdError,
-    StoreBusyError,
     StoreClosedError,
-    StoreFullError,
     check_unique_ids,
     dec_time,
     decision,
     dumps,
     enc_opt_time,
     enc_time,
+    make_decision,
     nearest,
     run_from_row,
     run_to_row,
@@ -62,11 +60,8 @@ from daemon.domain.ticks import (
 from daemon.errors import (
     IllegalTransitionError,
     LeaseLostError,
-    NotATickdStoreError,
     RunNotFoundError,
     StoreError,
-    StoreLocationError,
-    StoreTooNewError,
 )
 from daemon.ports import (
     CreateResult,
@@ -79,140 +74,9 @@ from daemon.ports import (
     TickQuery,
 )
 
-APPLICATION_ID = 0x7469636B  # "tick", in the file header at offset 68
-BUSY_TIMEOUT_MS = 5000
-BEGIN_ATTEMPTS = 4  # each waits up to BUSY_TIMEOUT_MS inside SQLite, then we back off
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
 _ACTIVE = "('QUEUED', 'STARTING', 'RUNNING', 'CANCELING')"  # as in the partial indexes
 _IN_FLIGHT = "('STARTING', 'RUNNING', 'CANCELING')"
 _TERMINAL = "('SUCCESS', 'FAILURE', 'CANCELED', 'TIMED_OUT')"
-
-
-# ---- migrations ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    statements: tuple[str, ...]
-
-
-def split_statements(script: str) -> tuple[str, ...]:
-    """The statements of a .sql script (triggers with inner semicolons stay whole)."""
-    statements: list[str] = []
-    pending = ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            statements.append(pending.strip())
-            pending = ""
-    leftover = "\n".join(
-        ln for ln in pending.splitlines() if ln.strip() and not ln.strip().startswith("--")
-    )
-    if leftover:
-        raise ValueError(f"unterminated SQL statement: {leftover[:80]!r}")
-    return tuple(statements)
-
-
-def migrations() -> tuple[Migration, ...]:
-    """The numbered .sql files of daemon/adapters/sql/sqlite, in order (1, 2, …)."""
-    folder = resources.files("daemon.adapters").joinpath("sql", "sqlite")
-    found = sorted(
-        (int(entry.name.split("_", 1)[0]), entry.name, entry.read_text(encoding="utf-8"))
-        for entry in folder.iterdir()
-        if entry.name.endswith(".sql")
-    )
-    if [version for version, _, _ in found] != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations are not numbered 1..n: {[n for _, n, _ in found]}")
-    return tuple(Migration(v, name, split_statements(text)) for v, name, text in found)
-
-
-LATEST_VERSION = len(migrations())
-
-
-# ---- opening a file ----------------------------------------------------------------------
-
-
-def _prepare_file(path: Path, location: str) -> Path:
-    """Make sure `path` is a fresh file (created 0600) or a tickd store we can migrate.
-
-    Runs before any SQLite connection writes, so a file we refuse is left as it was: the
-    decision comes from the 100-byte header, and from a read-only connection only when the
-    header cannot tell (no application id yet: a new tickd file, or someone else's)."""
-    path = path.expanduser()
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise StoreLocationError(
-            location,
-            f"cannot create directory {parent} ({e.strerror}); create it yourself "
-            "or choose another --store path",
-        ) from e
-    if not parent.is_dir():
-        raise StoreLocationError(location, f"{parent} is not a directory")
-    if path.is_dir():
-        raise StoreLocationError(location, "it is a directory; give a file path such as tickd.db")
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise StoreLocationError(
-            location, f"cannot create the file ({e.strerror}); check the permissions of {parent}"
-        ) from e
-    if not os.access(path, os.R_OK | os.W_OK) or not os.access(parent, os.W_OK):
-        raise StoreLocationError(
-            location, f"{path} or its directory is not writable; check their permissions"
-        )
-    with path.open("rb") as f:
-        header = f.read(100)
-    if not header:
-        return path  # empty: ours to initialize
-    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-        raise NotATickdStoreError(location, "not a SQLite database")
-    app_id = int.from_bytes(header[68:72], "big")
-    version = int.from_bytes(header[60:64], "big")
-    if app_id == APPLICATION_ID:
-        if version > LATEST_VERSION:
-            raise StoreTooNewError(location, version, LATEST_VERSION)
-        return path  # a newer version still in the WAL is caught again after connecting
-    if app_id != 0:
-        raise NotATickdStoreError(location, f"a SQLite database with application_id {app_id:#x}")
-    uri = f"{path.resolve().as_uri()}?mode=ro"
-    try:
-        ro = sqlite3.connect(uri, uri=True)
-        try:
-            _check_identity(ro, location)
-        finally:
-            ro.close()
-    except sqlite3.DatabaseError as e:
-        raise NotATickdStoreError(location, f"SQLite cannot read it: {e}") from e
-    return path
-
-
-def _check_identity(conn: sqlite3.Connection, location: str) -> int:
-    """The file's schema version, after checking that it is (or may become) ours."""
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if app_id == 0:
-        (objects,) = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-        if objects:
-            raise NotATickdStoreError(
-                location, "a SQLite database of another application (tables, no tickd id)"
-            )
-    elif app_id != APPLICATION_ID:
-        raise NotATickdStoreError(location, f"a SQLite database with application_id {app_id:#x}")
-    if version > LATEST_VERSION:
-        raise StoreTooNewError(location, version, LATEST_VERSION)
-    return int(version)
-
-
-def _is_busy(e: sqlite3.Error) -> bool:
-    code = getattr(e, "sqlite_errorcode", 0) & 0xFF
-    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 # ---- the store -------------------------------------------------------------------------------
@@ -247,67 +111,7 @@ class SqliteStore:
 
         Raises StoreLocationError, NotATickdStoreError or StoreTooNewError without changing
         the file when it cannot be used."""
-        location = str(path)
-        if location in (":memory:", ""):
-            raise StoreLocationError(location, "SqliteStore needs a file; use MemoryStore")
-        file = await anyio.to_thread.run_sync(_prepare_file, Path(path), location)
-        conn = await aiosqlite.connect(file, isolation_level=None)
-        store = cls(conn, location)
-        try:
-            await store._setup(conn)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await conn.close()
-            raise
-        return store
-
-    async def _setup(self, conn: aiosqlite.Connection) -> None:
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            # Identity again, on the connection we keep: a version newer than ours may
-            # have been waiting in another process's WAL when the header was read.
-            app_id = await self._scalar(conn, "PRAGMA application_id")
-            version = await self._scalar(conn, "PRAGMA user_version")
-            if app_id not in (0, APPLICATION_ID):
-                raise NotATickdStoreError(self._location, f"application_id {app_id:#x}")
-            if version > LATEST_VERSION:
-                raise StoreTooNewError(self._location, version, LATEST_VERSION)
-            mode = await self._scalar(conn, "PRAGMA journal_mode = WAL")
-            if str(mode).lower() != "wal":
-                raise StoreLocationError(self._location, f"cannot use WAL (journal mode {mode})")
-            # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss,
-            # and a lost commit can be a run that already ran (its side effects happened)
-            # but comes back QUEUED, or a tick that re-creates runs. FULL costs one fsync of
-            # the WAL per commit (~0.2 ms on an SSD), small next to a tick.
-            await conn.execute("PRAGMA synchronous = FULL")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            await conn.execute("PRAGMA cache_size = -32768")  # 32 MiB
-            await self._migrate(conn)
-        except sqlite3.Error as e:
-            raise self._store_error(e) from e
-
-    @staticmethod
-    async def _scalar(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
-        rows = list(await conn.execute_fetchall(sql, params))
-        return rows[0][0] if rows else None
-
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        for migration in migrations():
-            await self._begin(conn)
-            try:
-                version = await self._scalar(conn, "PRAGMA user_version")
-                if version >= migration.version:
-                    await conn.execute("ROLLBACK")
-                    continue
-                for statement in migration.statements:
-                    await conn.execute(statement)
-                await conn.execute(f"PRAGMA user_version = {migration.version}")
-                await conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                await conn.execute("COMMIT")
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await self._rollback(conn)
-                raise
+        return cls(await connect(path), str(path))
 
     async def close(self) -> None:
         async with self._lock:
@@ -316,36 +120,6 @@ class SqliteStore:
                 await conn.close()
 
     # ---- transactions ------------------------------------------------------------------
-
-    def _store_error(self, e: sqlite3.Error) -> StoreError:
-        code = getattr(e, "sqlite_errorcode", 0) & 0xFF
-        if code == sqlite3.SQLITE_FULL:
-            return StoreFullError(self._location, str(e))
-        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return StoreBusyError(self._location, BEGIN_ATTEMPTS * BUSY_TIMEOUT_MS / 1000)
-        if code == sqlite3.SQLITE_READONLY:
-            return StoreLocationError(self._location, f"{e}; check the file's permissions")
-        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-            return StoreError(f"store {self._location} is damaged ({e}); restore a backup")
-        return StoreError(f"store {self._location}: {e}")
-
-    async def _begin(self, conn: aiosqlite.Connection) -> None:
-        delay = 0.02
-        for attempt in range(BEGIN_ATTEMPTS):
-            try:
-                await conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as e:
-                if not _is_busy(e) or attempt == BEGIN_ATTEMPTS - 1:
-                    raise
-            await anyio.sleep(delay)
-            delay *= 4
-
-    @staticmethod
-    async def _rollback(conn: aiosqlite.Connection) -> None:
-        if conn.in_transaction:
-            with suppress(sqlite3.Error):  # the transaction is gone either way
-                await conn.execute("ROLLBACK")
 
     def _live(self) -> aiosqlite.Connection:
         if self._conn is None:
@@ -359,21 +133,21 @@ class SqliteStore:
             conn = self._live()
             tx = _Tx(conn)
             try:
-                await self._begin(conn)
                 try:
+                    await begin_immediate(conn)
                     yield tx
-                except BaseException:
+                except BaseException:  # the body failed, or we were cancelled in BEGIN
                     with anyio.CancelScope(shield=True):
-                        await self._rollback(conn)
+                        await rollback(conn)
                     raise
                 with anyio.CancelScope(shield=True):  # the outcome of a COMMIT is never lost
                     try:
                         await conn.execute("COMMIT")
                     except BaseException:
-                        await self._rollback(conn)
+                        await rollback(conn)
                         raise
             except sqlite3.Error as e:
-                raise self._store_error(e) from e
+                raise store_error(e, self._location) from e
             if tx.runs_changed:
                 self._run_commits += 1
 
@@ -383,7 +157,7 @@ class SqliteStore:
             try:
                 yield self._live()
             except sqlite3.Error as e:
-                raise self._store_error(e) from e
+                raise store_error(e, self._location) from e
 
     def _fault(self, point: str) -> None:
         if self.fault is not None:
@@ -404,13 +178,13 @@ class SqliteStore:
         batches = [Batch.of(commit.runs) for commit in commits]
         async with self._write() as tx:
             if lease_epoch is not None:
-                current = await self._scalar(tx.conn, "SELECT epoch FROM lease WHERE id = 1")
+                current = await scalar(tx.conn, "SELECT epoch FROM lease WHERE id = 1")
                 if current != lease_epoch:
                     raise LeaseLostError(lease_epoch)
             resolved = await self._insert_runs(tx, [r for b in batches for r in b.kept])
             self._fault("commit_ticks.after_runs")
             ticks = [
-                dataclasses.replace(commit.tick, decisions=batch.report(resolved)[2])
+                dataclasses.replace(commit.tick, decisions=batch.decisions(resolved))
                 for commit, batch in zip(commits, batches, strict=True)
             ]
             if ticks:
@@ -494,10 +268,11 @@ class SqliteStore:
         selects: list[str] = []
         params: list[Any] = []
         groups: list[list[Run]] = []
-        for key, members in by_instigator.items():
+        for instigator, keyed in by_instigator.items():
             selects.append(_PROBE_RUN_KEYS)
-            params += [len(groups), dumps([m.run_key for m in members]), key.kind, key.name]
-            groups.append(members)
+            run_keys = dumps([m.run_key for m in keyed])
+            params += [len(groups), run_keys, instigator.kind, instigator.name]
+            groups.append(keyed)
         key_groups = len(groups)
         for job, jobs_runs in by_job.items():
             selects.append(_PROBE_PARTITIONS)
@@ -506,10 +281,13 @@ class SqliteStore:
         if not selects:
             return
         by_partition: list[tuple[Run, str]] = []
+        by_key = Outcome.DEDUPLICATED_RUN_KEY
         for group, i, blocker in await conn.execute_fetchall(" UNION ALL ".join(selects), params):
             run = groups[group][i]
             if group < key_groups:
-                resolved[run.run_id] = decision(run, Outcome.DEDUPLICATED_RUN_KEY, blocker)
+                resolved[run.run_id] = make_decision(
+                    run.job, by_key, blocker, run.run_key, run.partition_key
+                )
             else:
                 by_partition.append((run, blocker))
         for run, blocker in by_partition:
@@ -541,7 +319,7 @@ class SqliteStore:
                 rows = await self._admit(conn, limit, limits, due)
             else:
                 if limits.max_concurrent_runs is not None:
-                    in_flight = await self._scalar(
+                    in_flight = await scalar(
                         conn, f"SELECT count(*) FROM runs WHERE status IN {_IN_FLIGHT}"
                     )
                     limit = min(limit, limits.max_concurrent_runs - in_flight)
@@ -701,7 +479,7 @@ class SqliteStore:
 
     async def next_due_at(self) -> datetime | None:
         async with self._read() as conn:
-            value = await self._scalar(
+            value = await scalar(
                 conn,
                 "SELECT min(not_before) FROM runs "
                 "WHERE status = 'QUEUED' AND not_before IS NOT NULL",
@@ -814,7 +592,7 @@ class SqliteStore:
         """`PRAGMA data_version` moves when another connection commits; our own commits
         that changed runs are counted beside it."""
         async with self._read() as conn:
-            version = await self._scalar(conn, "PRAGMA data_version")
+            version = await scalar(conn, "PRAGMA data_version")
         return (int(version) << 32) | (self._run_commits & 0xFFFFFFFF)
 
     # ---- lease -----------------------------------------------------------------------------

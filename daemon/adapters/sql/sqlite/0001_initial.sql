@@ -123,8 +123,10 @@ CREATE TABLE ticks (
     started_at      TEXT NOT NULL,
     ended_at        TEXT,
     scheduled_for   TEXT,
-    -- JSON array of [job, outcome, run_id, run_key, partition_key], one per request.
-    decisions       TEXT NOT NULL DEFAULT '[]',
+    -- One decision per request, as JSON columns of equal length:
+    -- {"job": [...], "outcome": [...], "run_id": [...], "run_key": [...],
+    --  "partition_key": [...]}
+    decisions       TEXT NOT NULL,
     skip_reason     TEXT,
     error           TEXT,
     cursor_before   TEXT,
