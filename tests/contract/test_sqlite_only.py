@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -242,6 +243,24 @@ async def test_two_connections_never_move_or_claim_one_run_twice(tmp_path: Path)
         await b.transition_run("run-00001", RunStatus.CANCELED, now=T0)
     await a.close()
     await b.close()
+
+
+async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_no_transaction_open(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "tickd.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock ...
+    release = threading.Timer(0.1, other.execute, ("ROLLBACK",))  # ... for 100 ms
+    release.start()
+    with anyio.move_on_after(0.03):  # our BEGIN waits in SQLite's busy handler: cancel it
+        await store.create_runs([run(1)])
+    # The BEGIN still went through on aiosqlite's thread once the lock was free; it must
+    # have been rolled back, or this write would find a transaction already open.
+    result = await store.create_runs([run(2)])
+    release.join()
+    other.close()
+    assert [r.run_id for r in result.created] == ["run-00002"]
+    assert [r.run_id for r in await store.list_runs(RunQuery())] == ["run-00002"]
 
 
 HAMMER = textwrap.dedent(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import pytest
 
 from daemon.adapters.store_codec import StoreClosedError
@@ -167,3 +168,22 @@ async def test_a_closed_store_refuses_work(store: Store) -> None:
         await store.list_runs(RunQuery())
     with pytest.raises(StoreClosedError):
         await store.create_runs([])
+
+
+async def test_a_write_cancelled_at_any_point_keeps_all_or_nothing(
+    store: Store, make_run: MakeRun, make_commit: MakeCommit
+) -> None:
+    outcomes = set()
+    for step in range(40):
+        runs = [make_run(run_key=f"s{step}-{i}") for i in range(50)]
+        with anyio.move_on_after(step * 0.0002):
+            await store.commit_ticks([make_commit(*runs)])
+        stored = await store.list_runs(RunQuery(limit=None))
+        count = sum(
+            1 for r in stored if r.run_key is not None and r.run_key.startswith(f"s{step}-")
+        )
+        assert count in (0, 50)
+        outcomes.add(count)
+    assert 50 in outcomes  # later steps had time to commit
+    (tick,) = await store.commit_ticks([make_commit(make_run(run_key="after"))])
+    assert len(tick.run_ids) == 1

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
+from daemon.adapters.memory_store import MemoryStore
+from daemon.adapters.sqlite_store import SqliteStore
 from daemon.adapters.store_codec import DuplicateIdError
 from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
 from daemon.domain.ticks import Outcome
-from daemon.ports import Store
+from daemon.ports import RunQuery, Store
 
 pytestmark = pytest.mark.anyio
 
@@ -167,3 +171,38 @@ async def test_creation_records_an_enqueued_event(store: Store, make_run: MakeRu
     assert event.kind == "run.enqueued"
     assert event.at == run.created_at
     assert event.data == {"instigator": "schedule:nightly", "tick_id": "tick-9"}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_both_stores_decide_alike(tmp_path: Path, seed: int) -> None:
+    """Random batches over small key spaces (many collisions, finished runs freeing their
+    partitions): the memory store and SQLite must decide every request the same way."""
+    rng = random.Random(seed)
+    stores: list[Store] = [MemoryStore(), await SqliteStore.open(tmp_path / "tickd.db")]
+    instigators = [Instigator(kind=InstigatorKind.SENSOR, name=n) for n in ("a", "b")]
+    n = 0
+    for _ in range(25):
+        batch = []
+        for _ in range(rng.randint(0, 12)):
+            n += 1
+            batch.append(
+                Run(
+                    run_id=f"r{n:04d}",
+                    job=rng.choice(["etl", "report"]),
+                    status=RunStatus.QUEUED,
+                    instigator=rng.choice(instigators),
+                    created_at=T0 + timedelta(seconds=n),
+                    run_key=rng.choice([None, *(f"k{i}" for i in range(8))]),
+                    partition_key=rng.choice([None, *(f"p{i}" for i in range(4))]),
+                )
+            )
+        results = [await store.create_runs(batch) for store in stores]
+        assert results[0] == results[1]
+        for run in results[0].created:
+            if rng.random() < 0.3:
+                for store in stores:
+                    await store.transition_run(run.run_id, RunStatus.CANCELED, now=T0)
+    listed = [await store.list_runs(RunQuery(limit=None)) for store in stores]
+    assert listed[0] == listed[1]
+    for store in stores:
+        await store.close()
