@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-from daemon.cli import check, history, serve, why
+from daemon.cli import check, enqueue, history, runctl, serve, why
 from daemon.cli.common import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -44,6 +44,8 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     serve.register,
     check.register,
     history.register,
+    runctl.register,
+    enqueue.register,
     why.register,
 )
 

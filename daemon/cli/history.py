@@ -1,4 +1,4 @@
-"""`tickd ticks` and `tickd runs`: what the daemon decided and what it ran."""
+"""`tickd ticks`: what the daemon decided (`tickd runs` is in runctl.py)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ from daemon.cli.common import (
     print_json,
     run_async,
 )
-from daemon.cli.shapes import run_json, tick_json
+from daemon.cli.shapes import tick_json
 from daemon.config import Config, parse_duration
-from daemon.domain.runs import RunStatus
 from daemon.domain.ticks import TickStatus
 from daemon.errors import ConfigError, StoreLocationError
-from daemon.ports import RunQuery, Store, TickQuery
+from daemon.ports import Store, TickQuery
 
 
 def register(subparsers: Subparsers) -> None:
@@ -32,14 +31,6 @@ def register(subparsers: Subparsers) -> None:
     ticks.add_argument("--since", type=_duration, help="only ticks this recent, e.g. 2h, 30m")
     ticks.add_argument("--limit", type=_positive, default=50, help="at most N ticks (50)")
     ticks.add_argument("--json", action="store_true", help="print a JSON list")
-
-    runs = add_command(subparsers, "runs", run=run_runs, help="list runs, newest first")
-    runs.add_argument("--status", type=_run_status, action="append", help="e.g. QUEUED, FAILURE")
-    runs.add_argument("--job", help="only runs of this job")
-    runs.add_argument("--tag", type=_tag, action="append", default=[], help="k=v (repeatable)")
-    runs.add_argument("--since", type=_duration, help="only runs created this recently")
-    runs.add_argument("--limit", type=_positive, default=50, help="at most N runs (50)")
-    runs.add_argument("--json", action="store_true", help="print a JSON list")
 
 
 async def existing_store(config: Config) -> Store:
@@ -92,39 +83,6 @@ async def _ticks(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-def run_runs(args: argparse.Namespace, config: Config) -> int:
-    return run_async(_runs, args, config)
-
-
-async def _runs(args: argparse.Namespace, config: Config) -> int:
-    store = await existing_store(config)
-    try:
-        since = SystemClock().now() - args.since if args.since else None
-        runs = await store.list_runs(
-            RunQuery(
-                statuses=tuple(args.status or ()),
-                job=args.job,
-                tags=dict(args.tag),
-                since=since,
-                limit=args.limit,
-            )
-        )
-    finally:
-        await store.close()
-    if args.json:
-        print_json([run_json(r) for r in runs])
-        return EXIT_OK
-    rows = [
-        (r.run_id, r.job, r.status.value, r.priority or None, r.partition_key,
-         r.instigator.name, r.created_at, (r.error or "").splitlines()[0] if r.error else None)
-        for r in runs
-    ]
-    print(format_table(
-        ("RUN ID", "JOB", "STATUS", "PRIO", "PARTITION", "BY", "CREATED", "ERROR"), rows
-    ))
-    return EXIT_OK
-
-
 # ---- argument types (argparse turns their ValueErrors into exit 2 with the message) ----
 
 
@@ -134,15 +92,6 @@ def _tick_status(value: str) -> TickStatus:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a tick status; use one of {', '.join(s.value for s in TickStatus)}"
-        ) from None
-
-
-def _run_status(value: str) -> RunStatus:
-    try:
-        return RunStatus(value.upper())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a run status; use one of {', '.join(s.value for s in RunStatus)}"
         ) from None
 
 
@@ -161,12 +110,3 @@ def _positive(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
     return n
-
-
-def _tag(value: str) -> tuple[str, str]:
-    key, sep, val = value.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a tag; write it as key=value")
-    return key, val
-
-
