@@ -38,6 +38,7 @@ from daemon.adapters.store_codec import (
     enc_opt_time,
     enc_time,
     make_decision,
+    mapping,
     nearest,
     run_from_row,
     run_to_row,
@@ -361,6 +362,7 @@ class SqliteStore:
                     counter.counts[(i, slot)] += count
         admitted: list[Any] = []
         scanned = 0
+        parsed: dict[str, dict[str, Any]] = {}  # tags JSON -> tags; many runs share them
         async with conn.execute(_QUEUE, (due,)) as cursor:
             while len(admitted) < limit and not counter.full():
                 wanted = limit - len(admitted)
@@ -370,8 +372,10 @@ class SqliteStore:
                     break
                 for row in rows:
                     scanned += 1
-                    tags = row[7]
-                    if counter.admit(json.loads(tags) if tags != "{}" else {}):
+                    tags = parsed.get(row[7])
+                    if tags is None:
+                        tags = parsed[row[7]] = mapping(row[7])
+                    if counter.admit(tags):
                         admitted.append(row)
                         if len(admitted) >= limit or counter.full():
                             break

@@ -149,11 +149,14 @@ def instigator(kind: str, name: str) -> Instigator:
 _STATUS = {s.value: s for s in RunStatus}
 
 
-def _mapping(text: str) -> dict[str, Any]:
-    """A JSON object column (most are empty)."""
+_raw_decode = json.JSONDecoder().raw_decode  # loads without its whitespace passes
+
+
+def mapping(text: str) -> dict[str, Any]:
+    """A JSON object column as the store wrote it (compact; most are empty)."""
     if text == "{}":
         return {}
-    value: dict[str, Any] = json.loads(text)
+    value: dict[str, Any] = _raw_decode(text)[0]
     return value
 
 
@@ -200,8 +203,8 @@ def run_from_row(r: Sequence[Any]) -> Run:
         instigator(r[3], r[4]),
         dec_time(r[5]),  # created_at
         r[6],  # priority
-        _mapping(r[7]),  # tags
-        _mapping(r[8]),  # run_config
+        mapping(r[7]),  # tags
+        mapping(r[8]),  # run_config
         r[9],  # partition_key
         r[10],  # run_key
         r[11],  # tick_id
