@@ -10,7 +10,8 @@ part way (see `fault`) leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -86,7 +87,8 @@ def _queue_key(run: Run) -> tuple[int, datetime, str]:
 
 
 class MemoryStore:
-    """The Store protocol in memory; nothing outlives the object."""
+    """The Store protocol in memory; nothing outlives the object. Claims and listings scan
+    every run (fine for tests and simulations, not for a production queue)."""
 
     def __init__(self) -> None:
         self._lock = anyio.Lock()
@@ -119,6 +121,17 @@ class MemoryStore:
         if self.fault is not None:
             self.fault(point)
 
+    @contextmanager
+    def _atomic(self) -> Iterator[_Journal]:
+        """A write that either completes or, if it raises, is undone entirely."""
+        journal, seq, changes = _Journal(), self._seq, self._changes
+        try:
+            yield journal
+        except BaseException:
+            journal.rollback()
+            self._seq, self._changes = seq, changes
+            raise
+
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
@@ -129,14 +142,9 @@ class MemoryStore:
         batch = Batch.of(runs)
         async with self._lock:
             await self._enter()
-            journal, seq = _Journal(), self._seq
-            try:
+            with self._atomic() as journal:
                 resolved = self._insert_runs(batch.kept, journal)
-            except BaseException:
-                journal.rollback()
-                self._seq = seq
-                raise
-        created, deduplicated, _ = batch.report(resolved)
+        created, deduplicated = batch.report(resolved)
         return CreateResult(created=tuple(created), deduplicated=tuple(deduplicated))
 
     async def commit_ticks(
@@ -149,8 +157,7 @@ class MemoryStore:
                 self._lease is None or self._lease.epoch != lease_epoch
             ):
                 raise LeaseLostError(lease_epoch)
-            journal, seq = _Journal(), self._seq
-            try:
+            with self._atomic() as journal:
                 resolved = self._insert_runs([r for b in batches for r in b.kept], journal)
                 self._fault("commit_ticks.after_runs")
                 ticks = [
@@ -165,10 +172,6 @@ class MemoryStore:
                 for commit in commits:
                     self._update_state(commit, journal)
                 self._fault("commit_ticks.after_state")
-            except BaseException:
-                journal.rollback()
-                self._seq = seq
-                raise
         return [
             dataclasses.replace(c.tick, decisions=t.decisions)
             for c, t in zip(commits, ticks, strict=True)

@@ -170,7 +170,7 @@ class SqliteStore:
         batch = Batch.of(runs)
         async with self._write() as tx:
             resolved = await self._insert_runs(tx, batch.kept)
-        created, deduplicated, _ = batch.report(resolved)
+        created, deduplicated = batch.report(resolved)
         return CreateResult(created=tuple(created), deduplicated=tuple(deduplicated))
 
     async def commit_ticks(

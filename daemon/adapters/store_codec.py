@@ -136,9 +136,8 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
 
 
 _make_run = fast_constructor(Run)
-_make_decision = fast_constructor(Decision)
 #: Decision(job, outcome, run_id, run_key, partition_key), positionally and fast.
-make_decision = _make_decision
+make_decision = fast_constructor(Decision)
 
 
 @lru_cache(maxsize=4096)
@@ -249,7 +248,7 @@ def decisions_from_json(text: str) -> tuple[Decision, ...]:
     outcomes = [_OUTCOME[o] for o in columns["outcome"]]
     return tuple(
         map(
-            _make_decision,
+            make_decision,
             columns["job"],
             outcomes,
             columns["run_id"],
@@ -344,44 +343,34 @@ class Batch:
         return cls(runs, kept, winner_of)
 
     def decisions(self, resolved: Mapping[str, Decision]) -> tuple[Decision, ...]:
-        """Every run's decision, in batch order (see `report`)."""
+        """Every run's decision, in batch order. `resolved` maps each kept run's id to its
+        decision: CREATED, or deduplicated against a stored run. A duplicate within the
+        batch is DEDUPLICATED_IN_TICK against the run its winner resolved to, so a
+        decision's run_id always names a stored run."""
         if len(self.kept) == len(self.runs):  # no duplicates within the batch
             return tuple([resolved[run.run_id] for run in self.runs])
-        return self.report(resolved)[2]
+        in_tick = Outcome.DEDUPLICATED_IN_TICK
+        return tuple(
+            resolved[run.run_id]
+            if winner is None
+            else make_decision(
+                run.job, in_tick, resolved[winner.run_id].run_id, run.run_key, run.partition_key
+            )
+            for run, winner in zip(self.runs, self.winner_of, strict=True)
+        )
 
     def report(
         self, resolved: Mapping[str, Decision]
-    ) -> tuple[list[Run], list[tuple[Run, Decision]], tuple[Decision, ...]]:
-        """Created runs, deduplicated (run, decision) pairs and every run's decision, in
-        batch order. `resolved` maps each kept run's id to its decision: CREATED, or
-        deduplicated against a stored run. A duplicate within the batch is reported
-        DEDUPLICATED_IN_TICK against the run its winner resolved to, so a decision's run_id
-        always names a stored run."""
+    ) -> tuple[list[Run], list[tuple[Run, Decision]]]:
+        """The created runs and the deduplicated (run, decision) pairs, in batch order."""
         created: list[Run] = []
         deduplicated: list[tuple[Run, Decision]] = []
-        if len(self.kept) == len(self.runs):  # no duplicates within the batch
-            decisions = [resolved[run.run_id] for run in self.runs]
-            for run, made in zip(self.runs, decisions, strict=True):
-                if made.outcome is Outcome.CREATED:
-                    created.append(run)
-                else:
-                    deduplicated.append((run, made))
-            return created, deduplicated, tuple(decisions)
-        decisions = []
-        for run, winner in zip(self.runs, self.winner_of, strict=True):
-            if winner is None:
-                decision = resolved[run.run_id]
-                if decision.outcome is Outcome.CREATED:
-                    created.append(run)
-                else:
-                    deduplicated.append((run, decision))
+        for run, made in zip(self.runs, self.decisions(resolved), strict=True):
+            if made.outcome is Outcome.CREATED:
+                created.append(run)
             else:
-                blocker = resolved[winner.run_id].run_id
-                outcome = Outcome.DEDUPLICATED_IN_TICK
-                decision = _make_decision(run.job, outcome, blocker, run.run_key, run.partition_key)
-                deduplicated.append((run, decision))
-            decisions.append(decision)
-        return created, deduplicated, tuple(decisions)
+                deduplicated.append((run, made))
+        return created, deduplicated
 
 
 def check_unique_ids(runs: Sequence[Run]) -> None:
@@ -397,7 +386,7 @@ def check_unique_ids(runs: Sequence[Run]) -> None:
 
 def decision(run: Run, outcome: Outcome, run_id: str) -> Decision:
     """The decision for request `run`: created as `run_id`, or deduplicated by `run_id`."""
-    return _make_decision(run.job, outcome, run_id, run.run_key, run.partition_key)
+    return make_decision(run.job, outcome, run_id, run.run_key, run.partition_key)
 
 
 # ---- rules both stores apply the same way ------------------------------------------------
