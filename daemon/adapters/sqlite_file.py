@@ -5,6 +5,7 @@ that waits out other processes."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -57,6 +58,7 @@ def split_statements(script: str) -> tuple[str, ...]:
     return tuple(statements)
 
 
+@functools.cache
 def migrations() -> tuple[Migration, ...]:
     """The numbered .sql files of daemon/adapters/sql/sqlite, in order (1, 2, …)."""
     folder = resources.files("daemon.adapters").joinpath("sql", "sqlite")
