@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-from daemon.cli import check, enqueue, history, runctl, serve, why
+from daemon.cli import check, enqueue, history, operate, runctl, serve, why
 from daemon.cli.common import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -43,6 +43,7 @@ from daemon.logging import configure_logging
 COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     serve.register,
     check.register,
+    operate.register,
     history.register,
     runctl.register,
     enqueue.register,
