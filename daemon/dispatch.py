@@ -32,9 +32,9 @@ from daemon.ports import Clock, Executor, RunOutcome, Store
 
 log = structlog.get_logger("tickd.dispatch")
 
-# How often the dispatcher asks the store whether another process changed the queue.
-# This is a read of one counter (SQLite: PRAGMA data_version), not a poll of the queue.
-CHANGE_POLL_S = 0.02
+# The store wakes the dispatcher when another process changes runs (SQLite: a doorbell
+# beside the file); failing that, it re-reads the store's change counter this often.
+CHANGE_FALLBACK_S = 1.0
 
 RECOVERED_REASON = "daemon stopped while run was active"
 
@@ -226,10 +226,11 @@ class Dispatcher:
         cancel request), and forward cancel requests to executors."""
         token = await self.store.change_token()
         while True:
-            await anyio.sleep(CHANGE_POLL_S)
             try:
-                new = await self.store.change_token()
-            except TickdError:
+                new = await self.store.wait_for_change(token, timeout=CHANGE_FALLBACK_S)
+            except TickdError as exc:
+                log.error("dispatch.watch_failed", error=str(exc))
+                await anyio.sleep(CHANGE_FALLBACK_S)
                 continue
             if new != token:
                 token = new

@@ -109,6 +109,7 @@ class Scheduler:
 
     async def run(self) -> None:
         """Run until cancelled. Raises LeaseLostError if another daemon took over."""
+        await self._register_schedules()
         await self.refresh_states()
         send, recv = anyio.create_memory_object_stream[_Pending](math.inf)
         with send:
@@ -131,13 +132,22 @@ class Scheduler:
         if self._sleep_scope is not None:
             self._sleep_scope.cancel()
 
-    def replace_definitions(self, definitions: Definitions) -> None:
+    async def replace_definitions(self, definitions: Definitions) -> None:
         """Swap in reloaded definitions. State and history are kept; removed instigators
         stop ticking; evaluations already running finish and commit."""
         self._defs = definitions
         self._evaluator = self._make_evaluator()
+        await self._register_schedules()
+        await self.refresh_states()
         self._rebuild_heap()
         self.wake()
+
+    async def _register_schedules(self) -> None:
+        """Store when each schedule was first seen, so that a crash before its first tick
+        still catches up (and a new schedule does not catch up on its own past)."""
+        await self.store.ensure_instigators(
+            [schedule_instigator(name) for name in self._defs.schedules], now=self.clock.now()
+        )
 
     async def refresh_states(self) -> None:
         """Re-read instigator states (an operator's start/stop, a cursor set from the CLI)."""

@@ -217,6 +217,13 @@ class Store(Protocol):
         """Overwrite (or clear, with None) a sensor's cursor."""
         ...
 
+    async def ensure_instigators(self, instigators: Sequence[Instigator], *, now: datetime) -> None:
+        """Give each instigator without stored state one, with last_tick_at = `now` (when it
+        was first seen); leave existing state untouched. A new schedule thus does not catch
+        up on the time before it was loaded, yet a crash before its first tick loses nothing.
+        """
+        ...
+
     # ---- housekeeping ------------------------------------------------------------------
 
     async def purge(self, *, now: datetime, retention: Retention) -> PurgeCounts:
@@ -230,13 +237,29 @@ class Store(Protocol):
         this store since the last call, by any process (enqueue, status change)."""
         ...
 
+    async def wait_for_change(self, token: int, *, timeout: float) -> int:
+        """Return the change token once it differs from `token`, or after `timeout`
+        seconds. Woken by the store itself where it can be (SQLite: a doorbell socket that
+        other processes ring after committing; PostgreSQL: LISTEN/NOTIFY), so the caller
+        need not poll the queue."""
+        ...
+
     # ---- lease and heartbeat -------------------------------------------------------
 
     async def acquire_lease(
-        self, *, holder: str, pid: int, host: str, now: datetime, ttl: timedelta
+        self,
+        *,
+        holder: str,
+        pid: int,
+        host: str,
+        now: datetime,
+        ttl: timedelta,
+        dead_holder: str | None = None,
     ) -> Lease:
-        """Take the scheduler lease if free, lapsed (expires_at <= now) or already ours;
-        a new holder gets epoch + 1. Raises LeaseHeldError naming the live holder."""
+        """Take the scheduler lease if free, lapsed (expires_at <= now), already ours, or
+        held by `dead_holder` (a holder the caller has shown to be gone, e.g. its pid no
+        longer exists on this host); a new holder gets epoch + 1. Raises LeaseHeldError
+        naming the live holder."""
         ...
 
     async def renew_lease(self, lease: Lease, *, now: datetime, ttl: timedelta) -> Lease:

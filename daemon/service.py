@@ -64,6 +64,7 @@ class Daemon:
         self.dispatcher: Dispatcher
         self._executors: dict[ExecutorKind, Executor] = {}
         self._scheduler_scope = anyio.CancelScope()
+        self._executors_ready = anyio.Event()
         self._stopping = anyio.Event()
         self._tg: Any = None
 
@@ -147,8 +148,9 @@ class Daemon:
         else:
             log.info("definitions.reloaded", **self._counts(result.registry))
             if self.scheduler is not None:
-                self.scheduler.replace_definitions(result.registry)
+                await self.scheduler.replace_definitions(result.registry)
                 self.dispatcher.replace_jobs(result.registry.jobs)
+                await self._executors_ready.wait()  # a pool still starting is not reloaded
                 for executor in set(self._executors.values()):
                     reload = getattr(executor, "reload", None)
                     if reload is not None:
@@ -173,7 +175,12 @@ class Daemon:
         while not self._stopping.is_set():
             try:
                 return await self.store.acquire_lease(
-                    holder=self.node_id, pid=self.pid, host=self.host, now=self.clock.now(), ttl=ttl
+                    holder=self.node_id,
+                    pid=self.pid,
+                    host=self.host,
+                    now=self.clock.now(),
+                    ttl=ttl,
+                    dead_holder=await self._dead_holder(),
                 )
             except LeaseHeldError as exc:
                 if not announced:
@@ -221,10 +228,30 @@ class Daemon:
 
     async def _run_dispatcher(self, scope: anyio.CancelScope) -> None:
         process = self._executors.get(ExecutorKind.PROCESS)
-        if isinstance(process, ProcessExecutor):
-            await process.start()
+        try:
+            if isinstance(process, ProcessExecutor):
+                await process.start()
+        except Exception as exc:  # the daemon keeps scheduling; process runs will fail
+            log.error("executor.start_failed", executor="process", error=str(exc))
+        finally:
+            self._executors_ready.set()
         with scope:
             await self.dispatcher.run()
+
+    async def _dead_holder(self) -> str | None:
+        """The lease holder, if it was a process on this host that no longer exists (a
+        daemon killed with SIGKILL): no need to wait for its lease to lapse."""
+        lease = await self.store.current_lease()
+        if lease is None or lease.host != self.host or lease.pid == self.pid:
+            return None
+        try:
+            os.kill(lease.pid, 0)
+        except ProcessLookupError:
+            log.info("lease.holder_gone", holder=lease.holder, pid=lease.pid, host=lease.host)
+            return lease.holder
+        except PermissionError:  # alive, another user's
+            return None
+        return None
 
     async def _run_scheduler(self) -> None:
         assert self.scheduler is not None

@@ -379,6 +379,16 @@ class MemoryStore:
     ) -> InstigatorState:
         return await self._set_state(instigator, now, cursor=cursor)
 
+    async def ensure_instigators(self, instigators: Sequence[Instigator], *, now: datetime) -> None:
+        async with self._lock:
+            await self._enter()
+            for instigator in instigators:
+                key = (instigator.kind, instigator.name)
+                if key not in self._states:
+                    self._states[key] = InstigatorState(
+                        instigator=instigator, last_tick_at=utc(now), updated_at=utc(now)
+                    )
+
     async def _set_state(
         self, instigator: Instigator, now: datetime, **change: Any
     ) -> InstigatorState:
@@ -430,15 +440,36 @@ class MemoryStore:
         await self._enter()
         return self._changes
 
+    async def wait_for_change(self, token: int, *, timeout: float) -> int:
+        # Only this process can change a memory store, and its writers wake the
+        # dispatcher directly; a short nap is enough here.
+        with anyio.move_on_after(timeout):
+            while self._changes == token:
+                await anyio.sleep(0.01)
+        return await self.change_token()
+
     # ---- lease -----------------------------------------------------------------------------
 
     async def acquire_lease(
-        self, *, holder: str, pid: int, host: str, now: datetime, ttl: timedelta
+        self,
+        *,
+        holder: str,
+        pid: int,
+        host: str,
+        now: datetime,
+        ttl: timedelta,
+        dead_holder: str | None = None,
     ) -> Lease:
         async with self._lock:
             await self._enter()
             self._lease = take_lease(
-                self._lease, holder=holder, pid=pid, host=host, now=now, ttl=ttl
+                self._lease,
+                holder=holder,
+                pid=pid,
+                host=host,
+                now=now,
+                ttl=ttl,
+                dead_holder=dead_holder,
             )
             return self._lease
 

@@ -23,6 +23,7 @@ from typing import Any
 import aiosqlite
 import anyio
 
+from daemon.adapters.doorbell import Doorbell, bell_path, ring
 from daemon.adapters.sqlite_file import begin_immediate, connect, rollback, scalar, store_error
 from daemon.adapters.store_codec import (
     RUN_COLUMNS,
@@ -97,6 +98,8 @@ class SqliteStore:
         self._location = location
         self._lock = anyio.Lock()
         self._run_commits = 0  # our own commits that changed runs (data_version misses them)
+        self._bell_path = bell_path(Path(location))
+        self._bell: Doorbell | None = None
         #: For tests: called with a point name ("commit_ticks.after_runs",
         #: "commit_ticks.after_tick", "commit_ticks.after_state") inside commit_ticks'
         #: transaction; raising there must leave nothing of the call behind.
@@ -115,6 +118,8 @@ class SqliteStore:
         return cls(await connect(path), str(path))
 
     async def close(self) -> None:
+        if self._bell is not None:
+            self._bell.close()
         async with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None:
@@ -151,6 +156,8 @@ class SqliteStore:
                 raise store_error(e, self._location) from e
             if tx.runs_changed:
                 self._run_commits += 1
+                if self._bell is None:  # the daemon listens; everyone else rings
+                    ring(self._bell_path)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -550,6 +557,17 @@ class SqliteStore:
     ) -> InstigatorState:
         return await self._upsert_state(instigator, "cursor", cursor, now)
 
+    async def ensure_instigators(self, instigators: Sequence[Instigator], *, now: datetime) -> None:
+        if not instigators:
+            return
+        at = enc_time(now)
+        async with self._write() as tx:
+            await tx.conn.executemany(
+                "INSERT INTO instigator_state (instigator_kind, instigator_name, last_tick_at, "
+                "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(i.kind.value, i.name, at, at) for i in instigators],
+            )
+
     async def _upsert_state(
         self, instigator: Instigator, column: str, value: str | None, now: datetime
     ) -> InstigatorState:
@@ -599,14 +617,39 @@ class SqliteStore:
             version = await scalar(conn, "PRAGMA data_version")
         return (int(version) << 32) | (self._run_commits & 0xFFFFFFFF)
 
+    async def wait_for_change(self, token: int, *, timeout: float) -> int:
+        """The first call makes this store the listener of the doorbell beside the file;
+        other processes ring it after committing a change to runs."""
+        if self._bell is None:
+            self._bell = Doorbell(self._bell_path)
+            self._bell.listen()  # if it cannot, wait() naps and the token is re-read
+        new = await self.change_token()
+        if new != token:
+            return new
+        await self._bell.wait(timeout)
+        return await self.change_token()
+
     # ---- lease -----------------------------------------------------------------------------
 
     async def acquire_lease(
-        self, *, holder: str, pid: int, host: str, now: datetime, ttl: timedelta
+        self,
+        *,
+        holder: str,
+        pid: int,
+        host: str,
+        now: datetime,
+        ttl: timedelta,
+        dead_holder: str | None = None,
     ) -> Lease:
         async with self._write() as tx:
             lease = take_lease(
-                await self._lease(tx.conn), holder=holder, pid=pid, host=host, now=now, ttl=ttl
+                await self._lease(tx.conn),
+                holder=holder,
+                pid=pid,
+                host=host,
+                now=now,
+                ttl=ttl,
+                dead_holder=dead_holder,
             )
             await tx.conn.execute(
                 "INSERT OR REPLACE INTO lease (id, holder, epoch, pid, host, since, "

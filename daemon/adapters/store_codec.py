@@ -393,17 +393,24 @@ def decision(run: Run, outcome: Outcome, run_id: str) -> Decision:
 
 
 def take_lease(
-    current: Lease | None, *, holder: str, pid: int, host: str, now: datetime, ttl: timedelta
+    current: Lease | None,
+    *,
+    holder: str,
+    pid: int,
+    host: str,
+    now: datetime,
+    ttl: timedelta,
+    dead_holder: str | None = None,
 ) -> Lease:
-    """The lease after `holder` asks for it at `now`: free, lapsed (expires_at <= now) or
-    already ours. A new holder gets epoch + 1; the same holder keeps its epoch. Raises
-    LeaseHeldError naming the live holder otherwise."""
+    """The lease after `holder` asks for it at `now`: free, lapsed (expires_at <= now),
+    already ours, or held by `dead_holder`. A new holder gets epoch + 1; the same holder
+    keeps its epoch. Raises LeaseHeldError naming the live holder otherwise."""
     if current is None:
         epoch, since = 1, now
     elif current.holder == holder:
         epoch = current.epoch
         since = current.since if current.expires_at > now else now
-    elif current.expires_at <= now:
+    elif current.expires_at <= now or current.holder == dead_holder:
         epoch, since = current.epoch + 1, now
     else:
         raise LeaseHeldError(

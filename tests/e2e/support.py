@@ -31,6 +31,7 @@ class Tickd:
         self.defs.mkdir(parents=True, exist_ok=True)
         self.store = home / "var" / "tickd.db"
         self.procs: list[subprocess.Popen[str]] = []
+        self._logs: list[Any] = []
 
     def write(self, name: str, source: str) -> None:
         (self.defs / name).write_text(source)
@@ -55,6 +56,7 @@ class Tickd:
 
     def serve(self, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         log = open(self.home / f"serve-{len(self.procs)}.log", "w")  # noqa: SIM115
+        self._logs.append(log)
         proc = subprocess.Popen(
             [sys.executable, "-m", "daemon", "serve", *self.base_args()],
             cwd=self.home,
@@ -88,6 +90,9 @@ class Tickd:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, every: float = 0.1) -> None:

@@ -1,0 +1,134 @@
+"""Benchmarks of the real `tickd serve` process.
+
+W4 idle: 1,000 hourly schedules, none due while measured: CPU share and RSS of the
+   daemon process over a quiet stretch. Targets ≤ 0.1 % CPU, ≤ 45 MB RSS.
+W5 cold start: 1,000 schedules, from process start to the scheduler's first loop
+   iteration (its `scheduler.started` event). Target ≤ 1 s.
+
+The definitions use the thread executor so the figures are the daemon's own (the process
+executor adds warm worker processes, each with its own interpreter; see W3).
+
+Run: .venv/bin/python -m bench.daemon_bench [--idle-seconds 10] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import Figure, print_table, summarise
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def write_definitions(directory: Path, n: int) -> None:
+    minute = (datetime.now(UTC).minute + 30) % 60  # half an hour away: never due here
+    lines = [
+        "from daemon import Schedule, job",
+        "",
+        "@job(executor='thread')",
+        "def noop(context):",
+        "    pass",
+        "",
+        f"for i in range({n}):",
+        f"    globals()[f's{{i:04}}'] = Schedule(name=f's{{i:04}}', cron='{minute} * * * *',",
+        "                                       job=noop)",
+    ]
+    (directory / "many.py").write_text("\n".join(lines) + "\n")
+
+
+def start(home: Path) -> tuple[subprocess.Popen[str], float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKD_")}
+    env.pop("NOTIFY_SOCKET", None)
+    env["TICKD_LOG_FORMAT"] = "json"
+    (home / "tickd.toml").write_text('[dispatch]\ndefault_executor = "thread"\n')
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "serve", "--store", str(home / "tickd.db"),
+         "--definitions", str(home / "defs"), "--config", str(home / "tickd.toml")],
+        cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    return proc, t0
+
+
+def wait_for_event(proc: subprocess.Popen[str], event: str, timeout: float = 30) -> float:
+    assert proc.stdout is not None
+    deadline = time.perf_counter() + timeout
+    for line in proc.stdout:
+        try:
+            if json.loads(line).get("event") == event:
+                return time.perf_counter()
+        except ValueError:
+            pass
+        if time.perf_counter() > deadline:
+            break
+    raise RuntimeError(f"no {event} from tickd serve")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main(idle_seconds: float, repeats: int, n: int) -> list[Figure]:
+    starts, cpus, rsss = [], [], []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp)
+            (home / "defs").mkdir()
+            write_definitions(home / "defs", n)
+            proc, t0 = start(home)
+            try:
+                started = wait_for_event(proc, "scheduler.started")
+                starts.append(started - t0)
+                # drain its output in the background so it never blocks on a full pipe
+                import threading
+
+                assert proc.stdout is not None
+                threading.Thread(target=proc.stdout.read, daemon=True).start()
+                time.sleep(2)  # settle: imports done, first heartbeat
+                c0, w0 = cpu_seconds(proc.pid), time.perf_counter()
+                time.sleep(idle_seconds)
+                c1, w1 = cpu_seconds(proc.pid), time.perf_counter()
+                cpus.append(100 * (c1 - c0) / (w1 - w0))
+                rsss.append(rss_mb(proc.pid))
+            finally:
+                stop(proc)
+    return [
+        summarise(f"W5 cold start, {n:,} schedules", [1000 * s for s in starts], "ms", "≤ 1000 ms"),
+        summarise(f"W4 idle CPU, {n:,} hourly schedules", cpus, "%", "≤ 0.1 %"),
+        summarise(f"W4 idle RSS, {n:,} hourly schedules", rsss, "MB", "≤ 45 MB"),
+    ]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--schedules", type=int, default=1000)
+    args = parser.parse_args()
+    print_table("the daemon process", main(args.idle_seconds, args.repeats, args.schedules))
