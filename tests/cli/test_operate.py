@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from daemon.adapters.sqlite_store import SqliteStore
 from daemon.cli import main
 from daemon.domain.runs import Instigator, InstigatorKind
 from daemon.domain.ticks import InstigatorState, InstigatorStatus
+from daemon.loading import MODULE_PREFIX
 from daemon.ports import RunQuery, TickQuery
 
 JOBS = """
@@ -59,6 +61,19 @@ def broken(context):
 def after_quick(context):
     return RunRequest(run_key=context.run.run_id, partition_key="2026-01-02")
 """
+
+
+@pytest.fixture(autouse=True)
+def _isolate_imports(tmp_path: Path) -> Iterator[None]:
+    """In-process loads put the definitions dir on sys.path and its modules in sys.modules;
+    take them out again, so a later test's `jobs.py` is not shadowed by this one's."""
+    path = list(sys.path)
+    yield
+    sys.path[:] = path
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None) or ""
+        if name.startswith(MODULE_PREFIX) or file.startswith(str(tmp_path)):
+            del sys.modules[name]
 
 
 class Home:

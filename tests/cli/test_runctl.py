@@ -22,6 +22,7 @@ from daemon.adapters.sqlite_store import SqliteStore
 from daemon.cli import main
 from daemon.client import new_run
 from daemon.domain.runs import PRIORITY_TAG, InstigatorKind, Run, RunStatus
+from daemon.loading import MODULE_PREFIX
 from daemon.ports import RunQuery
 
 T = TypeVar("T")
@@ -42,6 +43,19 @@ def daily(context):
 def regional(context):
     pass
 """
+
+
+@pytest.fixture(autouse=True)
+def _isolate_imports(tmp_path: Path) -> Iterator[None]:
+    """In-process loads put the definitions dir on sys.path and its modules in sys.modules;
+    take them out again, so a later test's `jobs.py` is not shadowed by this one's."""
+    path = list(sys.path)
+    yield
+    sys.path[:] = path
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None) or ""
+        if name.startswith(MODULE_PREFIX) or file.startswith(str(tmp_path)):
+            del sys.modules[name]
 
 
 class Home:
