@@ -8,11 +8,15 @@
         print(done.status)
 
 `AsyncClient` is the same API for async code (`async with await AsyncClient.open(...)`).
-Both talk to the store directly, so they work from any process that can open it; a
-running `tickd serve` notices a submitted run through the store's change token and starts
-it within ~100 ms. The client does not load the definitions: it checks nothing about a job
-but its name, and does not add the tags or priority a `@job(...)` declares (pass them, or
-use `tickd trigger`, which does).
+Both talk to the store directly, so they work from any process that can open it; the
+store wakes a running `tickd serve` when runs change (on SQLite, a doorbell socket beside
+the file), and it starts a submitted run within milliseconds. `wait` polls the run (every
+`poll` seconds) rather than listening for changes: the listening end belongs to the daemon.
+
+The client does not load the definitions: it checks nothing about a job but its name, and
+does not add the tags or priority a `@job(...)` declares (pass them yourself, or use
+`tickd trigger`, which does), so a tag limit on a job's own tags does not see runs
+submitted here without them.
 
 Dedup is the store's: a `run_key` is used at most once per job for manual submissions
 (the instigator is `manual:<job>`), and a partition has at most one active run; a

@@ -47,6 +47,7 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     history.register,
     runctl.register,
     enqueue.register,
+    runctl.register_housekeeping,
     why.register,
 )
 

@@ -93,6 +93,9 @@ def register(subparsers: Subparsers) -> None:
     cancel.add_argument("run_id", metavar="RUN_ID")
     cancel.add_argument("--json", action="store_true", help="print the run as JSON")
 
+
+def register_housekeeping(subparsers: Subparsers) -> None:
+    """`status` and `purge`, listed after the commands that queue runs."""
     status = add_command(
         subparsers,
         "status",
