@@ -36,6 +36,7 @@ from daemon.ticking import Evaluator, next_fire_time, schedule_instigator, senso
 log = structlog.get_logger("tickd.loop")
 
 Key = tuple[InstigatorKind, str]
+_SCHEDULE = InstigatorKind.SCHEDULE
 
 # After a failed commit (store unavailable, disk full) an instigator is retried after this.
 COMMIT_RETRY = timedelta(seconds=5)
@@ -206,13 +207,20 @@ class Scheduler:
         assert self._tg is not None
         while True:
             now = self.clock.now()
+            plain: list[Schedule] = []
             while self._heap and self._heap[0][0] <= now:
                 _, _, key, gen = heapq.heappop(self._heap)
                 if self._generation.get(key) != gen or key in self._inflight:
                     continue
                 self._inflight.add(key)
                 self._busy += 1
-                self._tg.start_soon(self._evaluate, key)
+                sched = self._defs.schedules.get(key[1]) if key[0] is _SCHEDULE else None
+                if sched is not None and sched.fn is None and sched.overlap is Overlap.ALLOW:
+                    plain.append(sched)
+                else:
+                    self._tg.start_soon(self._evaluate, key)
+            if plain:
+                self._tg.start_soon(self._evaluate_plain, plain)
             deadline = self._heap[0][0] if self._heap else None
             self._sleep_deadline = deadline
             with anyio.CancelScope() as scope:
@@ -321,6 +329,30 @@ class Scheduler:
                 due = max(due, self.clock.now() + COMMIT_RETRY)
             self._push(key, due)
 
+    async def _evaluate_plain(self, schedules: list[Schedule]) -> None:
+        """Schedules without a function and without an overlap policy run no user code and
+        read nothing: evaluate all that are due at once in one pass, commit them together.
+        """
+        keys: list[Key] = [(_SCHEDULE, s.name) for s in schedules]
+        try:
+            items = [
+                (key, await self._evaluator.schedule_ticks(s, last_tick_at=self._last_tick(key)))
+                for key, s in zip(keys, schedules, strict=True)
+            ]
+            outcomes = await self._commit_many([(k, c) for k, c in items if c])
+            for sched, key in zip(schedules, keys, strict=True):
+                if self._defs.schedules.get(sched.name) is not sched:
+                    continue
+                due = self._schedule_due(sched)
+                if not outcomes.get(key, True) and due is not None:
+                    due = max(due, self.clock.now() + COMMIT_RETRY)
+                self._push(key, due)
+        finally:
+            for key in keys:
+                self._inflight.discard(key)
+            self._busy -= len(keys)
+            self._check_idle()
+
     async def _cancel_previous(self, sched: Schedule, active: list[Run]) -> None:
         """overlap='cancel_previous': a queued run is canceled outright; a running one is
         marked CANCELING, and the executor that runs it kills it."""
@@ -362,21 +394,32 @@ class Scheduler:
     # ---- committing --------------------------------------------------------------------
 
     async def _commit(self, key: Key, commits: list[TickCommit]) -> bool:
-        pending = _Pending(key=key, commits=commits)
+        return (await self._commit_many([(key, commits)]))[key]
+
+    async def _commit_many(self, items: list[tuple[Key, list[TickCommit]]]) -> dict[Key, bool]:
+        """Hand ticks to the committer (they join whatever batch it takes next) and wait
+        for the outcome; True per key when its ticks are stored."""
         assert self._send is not None, "the scheduler is not running"
+        pendings = [_Pending(key=key, commits=commits) for key, commits in items]
         self._busy += 1
         try:
-            await self._send.send(pending)
-            await pending.done.wait()
+            for pending in pendings:
+                self._send.send_nowait(pending)
+            for pending in pendings:
+                await pending.done.wait()
         finally:
             self._busy -= 1
-        if pending.error is not None:
-            if isinstance(pending.error, LeaseLostError):
-                raise pending.error
-            return False
-        assert pending.result is not None
-        self._remember(key, commits, pending.result)
-        return True
+        outcomes: dict[Key, bool] = {}
+        for pending in pendings:
+            if pending.error is not None:
+                if isinstance(pending.error, LeaseLostError):
+                    raise pending.error
+                outcomes[pending.key] = False
+                continue
+            assert pending.result is not None
+            self._remember(pending.key, pending.commits, pending.result)
+            outcomes[pending.key] = True
+        return outcomes
 
     async def _committer(self, recv: MemoryObjectReceiveStream[_Pending]) -> None:
         async with recv:

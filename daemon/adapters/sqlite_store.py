@@ -273,24 +273,40 @@ class SqliteStore:
                 members.append(run)
             if run.partition_key is not None:
                 by_job.setdefault(run.job, []).append(run)
-        selects: list[str] = []
-        params: list[Any] = []
+        selects: list[tuple[str, list[Any]]] = []
         groups: list[list[Run]] = []
+        if len(by_instigator) > _FLAT_PROBE_MAX:
+            # Many instigators with a few keys each (a fan-out of schedules): one join over
+            # (kind, name, run_key) triples instead of one sub-select per instigator.
+            keyed_all = [m for members in by_instigator.values() for m in members]
+            triples = dumps(
+                [[m.instigator.kind.value, m.instigator.name, m.run_key] for m in keyed_all]
+            )
+            selects.append((_PROBE_RUN_KEY_TRIPLES, [0, triples]))
+            groups.append(keyed_all)
+            by_instigator = {}
         for instigator, keyed in by_instigator.items():
-            selects.append(_PROBE_RUN_KEYS)
             run_keys = dumps([m.run_key for m in keyed])
-            params += [len(groups), run_keys, instigator.kind, instigator.name]
+            selects.append(
+                (_PROBE_RUN_KEYS, [len(groups), run_keys, instigator.kind, instigator.name])
+            )
             groups.append(keyed)
         key_groups = len(groups)
         for job, jobs_runs in by_job.items():
-            selects.append(_PROBE_PARTITIONS)
-            params += [len(groups), dumps([m.partition_key for m in jobs_runs]), job]
+            partition_keys = dumps([m.partition_key for m in jobs_runs])
+            selects.append((_PROBE_PARTITIONS, [len(groups), partition_keys, job]))
             groups.append(jobs_runs)
         if not selects:
             return
         by_partition: list[tuple[Run, str]] = []
         by_key = Outcome.DEDUPLICATED_RUN_KEY
-        for group, i, blocker in await conn.execute_fetchall(" UNION ALL ".join(selects), params):
+        rows: list[Any] = []
+        # SQLite allows at most 500 terms in one compound SELECT (SQLITE_MAX_COMPOUND_SELECT)
+        for start in range(0, len(selects), _MAX_COMPOUND):
+            chunk = selects[start : start + _MAX_COMPOUND]
+            sql = " UNION ALL ".join(text for text, _ in chunk)
+            rows += await conn.execute_fetchall(sql, [p for _, ps in chunk for p in ps])
+        for group, i, blocker in rows:
             run = groups[group][i]
             if group < key_groups:
                 resolved[run.run_id] = make_decision(
@@ -777,6 +793,13 @@ SELECT ? AS grp, j.key, r.run_id FROM json_each(?) AS j CROSS JOIN runs AS r
  WHERE r.instigator_kind = ? AND r.instigator_name = ? AND r.run_key = j.value
 """
 
+_PROBE_RUN_KEY_TRIPLES = """
+SELECT ? AS grp, j.key, r.run_id FROM json_each(?) AS j CROSS JOIN runs AS r
+ WHERE r.instigator_kind = j.value ->> 0 AND r.instigator_name = j.value ->> 1
+   AND r.run_key = j.value ->> 2
+"""
+_FLAT_PROBE_MAX = 8
+
 _PROBE_PARTITIONS = f"""
 SELECT ? AS grp, j.key, r.run_id FROM json_each(?) AS j CROSS JOIN runs AS r
  WHERE r.job = ? AND r.partition_key = j.value
@@ -810,6 +833,8 @@ _CLAIM = """
 UPDATE runs SET status = 'STARTING', node_id = ?
 WHERE run_id IN (SELECT value FROM json_each(?)) AND status = 'QUEUED'
 """
+
+_MAX_COMPOUND = 400
 
 # In flight: the total (key NULL), then per (key, value) of the limited keys.
 _IN_FLIGHT_TAGS = f"""
