@@ -1,0 +1,1 @@
+"""Torture tests: the real daemon under SIGKILL, broken definitions and a full disk."""
