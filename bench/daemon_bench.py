@@ -52,9 +52,23 @@ def start(home: Path) -> tuple[subprocess.Popen[str], float]:
     (home / "tickd.toml").write_text('[dispatch]\ndefault_executor = "thread"\n')
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "serve", "--store", str(home / "tickd.db"),
-         "--definitions", str(home / "defs"), "--config", str(home / "tickd.toml")],
-        cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "serve",
+            "--store",
+            str(home / "tickd.db"),
+            "--definitions",
+            str(home / "defs"),
+            "--config",
+            str(home / "tickd.toml"),
+        ],
+        cwd=home,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     return proc, t0
 

@@ -44,7 +44,7 @@ class ShiftedClock:
         return datetime.now(UTC) + self.offset
 
     async def sleep_until(self, deadline: datetime) -> None:
-        while (remaining := (deadline - self.now()).total_seconds()) > 0:
+        while (remaining := (deadline - self.now()).total_seconds()) > 0:  # noqa: ASYNC110
             await anyio.sleep(remaining)
 
 
@@ -85,7 +85,7 @@ async def fan_out(n: int, directory: Path) -> list[float]:
     async with anyio.create_task_group() as tg:
         tg.start_soon(scheduler.run)
         with anyio.fail_after(60):
-            while len(timed.committed) < n:
+            while len(timed.committed) < n:  # noqa: ASYNC110 - watching a count
                 await anyio.sleep(0.05)
         tg.cancel_scope.cancel()
     runs = await store.list_runs(RunQuery(limit=None))

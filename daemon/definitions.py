@@ -34,7 +34,9 @@ DefaultStatus = Literal["running", "stopped"]
 Seconds = float | int | timedelta
 
 
-def _seconds(obj: str, option: str, value: Seconds | None, *, allow_zero: bool = False) -> float | None:
+def _seconds(
+    obj: str, option: str, value: Seconds | None, *, allow_zero: bool = False
+) -> float | None:
     if value is None:
         return None
     secs = value.total_seconds() if isinstance(value, timedelta) else float(value)
@@ -61,7 +63,9 @@ def _tags(obj: str, tags: Mapping[str, object] | None) -> dict[str, str]:
     if tags is None:
         return {}
     if not isinstance(tags, Mapping):
-        raise DefinitionError(obj, f"tags must be a mapping of str to str, not {type(tags).__name__}")
+        raise DefinitionError(
+            obj, f"tags must be a mapping of str to str, not {type(tags).__name__}"
+        )
     return {str(k): str(v) for k, v in tags.items()}
 
 
@@ -155,7 +159,9 @@ class Schedule:
     ) -> None:
         obj = f"schedule {name!r}"
         if not isinstance(job, str | Job):
-            raise DefinitionError(obj, f"job must be a @job or a job name, not {type(job).__name__}")
+            raise DefinitionError(
+                obj, f"job must be a @job or a job name, not {type(job).__name__}"
+            )
         parts = job.partitions if isinstance(job, Job) else None
         if cron is None:
             cron = getattr(parts, "cron", None)

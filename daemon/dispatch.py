@@ -18,8 +18,8 @@ import structlog
 from anyio.abc import TaskGroup
 
 from daemon.definitions import ExecutorKind, Job
-from daemon.domain.limits import ConcurrencyLimits, with_serial_limit
 from daemon.domain.ids import IdGenerator
+from daemon.domain.limits import ConcurrencyLimits, with_serial_limit
 from daemon.domain.runs import (
     TIMEOUT_TAG,
     Instigator,
@@ -127,14 +127,21 @@ class Dispatcher:
             target = RunStatus.CANCELED if run.status is RunStatus.CANCELING else RunStatus.FAILURE
             try:
                 done = await self.store.transition_run(
-                    run.run_id, target, now=now, error=RECOVERED_REASON,
+                    run.run_id,
+                    target,
+                    now=now,
+                    error=RECOVERED_REASON,
                     event={"reason": RECOVERED_REASON, "node_id": run.node_id},
                 )
             except TickdError:
                 continue
             log.warning(
-                "run.recovered", run_id=run.run_id, job=run.job, status=target.value,
-                previous_node=run.node_id, reason=RECOVERED_REASON,
+                "run.recovered",
+                run_id=run.run_id,
+                job=run.job,
+                status=target.value,
+                previous_node=run.node_id,
+                reason=RECOVERED_REASON,
             )
             recovered.append(done)
             if target is RunStatus.FAILURE:
@@ -227,7 +234,7 @@ class Dispatcher:
         token = await self.store.change_token()
         while True:
             try:
-                new = await self.store.wait_for_change(token, timeout=CHANGE_FALLBACK_S)
+                new = await self.store.wait_for_change(token, max_wait=CHANGE_FALLBACK_S)
             except TickdError as exc:
                 log.error("dispatch.watch_failed", error=str(exc))
                 await anyio.sleep(CHANGE_FALLBACK_S)
@@ -280,15 +287,21 @@ class Dispatcher:
         queue_wait = (started - (run.not_before or run.created_at)).total_seconds()
         try:
             running = await self.store.transition_run(
-                run.run_id, RunStatus.RUNNING, now=started,
+                run.run_id,
+                RunStatus.RUNNING,
+                now=started,
                 event={"queue_wait_s": round(queue_wait, 6), "node_id": self.node_id},
             )
         except TickdError as exc:  # canceled before it started
             log.info("run.not_started", run_id=run.run_id, job=run.job, reason=str(exc))
             return
         log.info(
-            "run.started", run_id=run.run_id, job=run.job, attempt=run.attempt,
-            instigator=run.instigator.name, queue_wait_s=round(queue_wait, 6),
+            "run.started",
+            run_id=run.run_id,
+            job=run.job,
+            attempt=run.attempt,
+            instigator=run.instigator.name,
+            queue_wait_s=round(queue_wait, 6),
         )
         executor = self._executor_for(run)
 
@@ -336,8 +349,11 @@ class Dispatcher:
                 log.error("run.finish_failed", run_id=run.run_id, error=str(exc))
                 return
             fields: dict[str, object] = {
-                "run_id": run.run_id, "job": run.job, "attempt": run.attempt,
-                "instigator": run.instigator.name, "duration_s": round(duration, 6),
+                "run_id": run.run_id,
+                "job": run.job,
+                "attempt": run.attempt,
+                "instigator": run.instigator.name,
+                "duration_s": round(duration, 6),
             }
             if error:
                 fields["error"] = error.splitlines()[0]
@@ -375,12 +391,17 @@ class Dispatcher:
         result = await self.store.create_runs([retry])
         if result.created:
             log.info(
-                "run.retried", run_id=run.run_id, retry_run_id=retry.run_id, job=run.job,
-                attempt=retry.attempt, delay_s=round(delay.total_seconds(), 3),
+                "run.retried",
+                run_id=run.run_id,
+                retry_run_id=retry.run_id,
+                job=run.job,
+                attempt=retry.attempt,
+                delay_s=round(delay.total_seconds(), 3),
             )
             await self.store.add_run_event(
-                run.run_id, "run.retried", at=now,
+                run.run_id,
+                "run.retried",
+                at=now,
                 data={"retry_run_id": retry.run_id, "delay_s": delay.total_seconds()},
             )
         self._wake.set()
-

@@ -56,13 +56,13 @@ async def call_user_fn(
     fn: Callable[..., Any],
     context: object,
     *,
-    timeout: float | None,
+    time_limit: float | None,
     limiter: anyio.CapacityLimiter | None = None,
     on_abandon: Callable[[SyncCall], None] | None = None,
 ) -> Any:
     """Call `fn(context)`: on the loop if async, in a worker thread if sync.
 
-    Raises EvaluationError on an exception or when `timeout` passes: an async function
+    Raises EvaluationError on an exception or when `time_limit` passes: an async function
     is cancelled; a sync one is abandoned in its thread and `on_abandon` gets its
     SyncCall so the caller can wait for the thread before calling again.
     """
@@ -75,14 +75,14 @@ async def call_user_fn(
             call.done.set()
 
     try:
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(time_limit):
             if is_async_callable(fn):
                 return await fn(context)
             return await anyio.to_thread.run_sync(run_sync, abandon_on_cancel=True, limiter=limiter)
     except TimeoutError:
         if not call.done.is_set() and not is_async_callable(fn) and on_abandon is not None:
             on_abandon(call)
-        raise EvaluationError(f"{what} timed out after {timeout:g}s") from None
+        raise EvaluationError(f"{what} timed out after {time_limit:g}s") from None
     except EvaluationError:
         raise
     except Exception as exc:

@@ -31,7 +31,7 @@ from daemon.domain.ticks import InstigatorState, InstigatorStatus, Tick, TickCom
 from daemon.errors import LeaseLostError, TickdError
 from daemon.evaluation import SyncCall
 from daemon.ports import Clock, Store
-from daemon.ticking import Evaluator, next_fire_time, schedule_instigator, sensor_instigator
+from daemon.ticking import Evaluator, next_fire_time, schedule_instigator
 
 log = structlog.get_logger("tickd.loop")
 

@@ -237,8 +237,8 @@ class Store(Protocol):
         this store since the last call, by any process (enqueue, status change)."""
         ...
 
-    async def wait_for_change(self, token: int, *, timeout: float) -> int:
-        """Return the change token once it differs from `token`, or after `timeout`
+    async def wait_for_change(self, token: int, *, max_wait: float) -> int:
+        """Return the change token once it differs from `token`, or after `max_wait`
         seconds. Woken by the store itself where it can be (SQLite: a doorbell socket that
         other processes ring after committing; PostgreSQL: LISTEN/NOTIFY), so the caller
         need not poll the queue."""

@@ -206,10 +206,13 @@ class Daemon:
             ExecutorKind.THREAD: inproc,
             ExecutorKind.ASYNC: inproc,
         }
-        if any(
-            (job.executor or cfg.default_executor) is ExecutorKind.PROCESS
-            for job in registry.jobs.values()
-        ) or cfg.default_executor is ExecutorKind.PROCESS:
+        if (
+            any(
+                (job.executor or cfg.default_executor) is ExecutorKind.PROCESS
+                for job in registry.jobs.values()
+            )
+            or cfg.default_executor is ExecutorKind.PROCESS
+        ):
             executors[ExecutorKind.PROCESS] = ProcessExecutor(
                 self.config.definitions, size=cfg.max_concurrent_runs, clock=self.clock
             )
@@ -276,9 +279,7 @@ class Daemon:
                     await self.scheduler.refresh_states()
                 if self.clock.now() - last_purge >= PURGE_EVERY:
                     last_purge = self.clock.now()
-                    counts = await self.store.purge(
-                        now=last_purge, retention=self.config.retention
-                    )
+                    counts = await self.store.purge(now=last_purge, retention=self.config.retention)
                     log.info("store.purged", ticks=counts.ticks, runs=counts.runs)
             except LeaseLostError as exc:
                 log.error("lease.lost", error=str(exc), node_id=self.node_id)

@@ -90,8 +90,8 @@ async def drive(clock: FakeClock, until: datetime, *loops: _Idles) -> None:
         nxt = clock.next_deadline
         if nxt is None or nxt > until:
             break
-        clock._now = max(clock._now, nxt)  # noqa: SLF001 - the clock's own helper
-        clock._wake_due()  # noqa: SLF001
+        clock._now = max(clock._now, nxt)
+        clock._wake_due()
         await anyio.lowlevel.checkpoint()
     await clock.advance_to(until)
     for loop in loops:

@@ -168,7 +168,9 @@ class Evaluator:
         try:
             answer = await self._schedule_answer(schedule, scheduled_for)
             if not answer.requests:
-                return TickCommit(tick=done(TickStatus.SKIPPED, skip=answer.skip_reason), state=state)
+                return TickCommit(
+                    tick=done(TickStatus.SKIPPED, skip=answer.skip_reason), state=state
+                )
             overlap = decide_overlap(schedule.overlap, active_runs)
             if not overlap.create:
                 return TickCommit(tick=done(TickStatus.SKIPPED, skip=overlap.reason), state=state)
@@ -212,7 +214,7 @@ class Evaluator:
         )
         what = f"schedule {schedule.name!r}"
         value = await call_user_fn(
-            what, schedule.fn, context, timeout=None, limiter=self.thread_limiter
+            what, schedule.fn, context, time_limit=None, limiter=self.thread_limiter
         )
         return read_answer(what, value)
 
@@ -253,7 +255,7 @@ class Evaluator:
                 what,
                 sensor.fn,
                 context,
-                timeout=sensor.timeout,
+                time_limit=sensor.timeout,
                 limiter=self.thread_limiter,
                 on_abandon=abandon,
             )

@@ -57,14 +57,14 @@ class Doorbell:
         self._sock = sock
         return True
 
-    async def wait(self, timeout: float) -> bool:
-        """True when rung within `timeout` seconds (all pending rings are consumed)."""
+    async def wait(self, max_wait: float) -> bool:
+        """True when rung within `max_wait` seconds (all pending rings are consumed)."""
         if self._sock is None:
-            await anyio.sleep(timeout)
+            await anyio.sleep(max_wait)
             return False
         rung = self._drain()
         if not rung:
-            with anyio.move_on_after(timeout):
+            with anyio.move_on_after(max_wait):
                 await anyio.wait_readable(self._sock)
             rung = self._drain()
         return rung

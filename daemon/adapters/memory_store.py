@@ -440,11 +440,11 @@ class MemoryStore:
         await self._enter()
         return self._changes
 
-    async def wait_for_change(self, token: int, *, timeout: float) -> int:
+    async def wait_for_change(self, token: int, *, max_wait: float) -> int:
         # Only this process can change a memory store, and its writers wake the
         # dispatcher directly; a short nap is enough here.
-        with anyio.move_on_after(timeout):
-            while self._changes == token:
+        with anyio.move_on_after(max_wait):
+            while self._changes == token:  # noqa: ASYNC110 - in-process writers only
                 await anyio.sleep(0.01)
         return await self.change_token()
 

@@ -5,6 +5,7 @@ No dependency: a few lines of the standard library, as gunicorn does it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -42,10 +43,9 @@ class SdNotifier:
     def send(self, *fields: str) -> None:
         if self._socket is None or self._address is None:
             return
-        try:
+        # systemd gone or its socket full: never fatal for the daemon
+        with contextlib.suppress(OSError):
             self._socket.sendto("\n".join(fields).encode(), self._address)
-        except OSError:
-            pass  # systemd gone or socket full: never fatal for the daemon
 
     def ready(self, status: str | None = None) -> None:
         self.send("READY=1", *([f"STATUS={status}"] if status else []))

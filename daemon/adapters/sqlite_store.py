@@ -633,7 +633,7 @@ class SqliteStore:
             version = await scalar(conn, "PRAGMA data_version")
         return (int(version) << 32) | (self._run_commits & 0xFFFFFFFF)
 
-    async def wait_for_change(self, token: int, *, timeout: float) -> int:
+    async def wait_for_change(self, token: int, *, max_wait: float) -> int:
         """The first call makes this store the listener of the doorbell beside the file;
         other processes ring it after committing a change to runs."""
         if self._bell is None:
@@ -642,7 +642,7 @@ class SqliteStore:
         new = await self.change_token()
         if new != token:
             return new
-        await self._bell.wait(timeout)
+        await self._bell.wait(max_wait)
         return await self.change_token()
 
     # ---- lease -----------------------------------------------------------------------------

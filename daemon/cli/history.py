@@ -6,6 +6,8 @@ import argparse
 from datetime import timedelta
 from pathlib import Path
 
+import anyio
+
 from daemon.adapters.system_clock import SystemClock
 from daemon.cli.common import (
     EXIT_OK,
@@ -38,7 +40,7 @@ async def existing_store(config: Config) -> Store:
     not a new empty store."""
     if "://" not in config.store and config.store != ":memory:":
         path = Path(config.store)
-        if not path.exists():
+        if not await anyio.Path(path).exists():
             raise StoreLocationError(
                 config.store, "no store there yet; start `tickd serve` or pass --store"
             )
@@ -75,7 +77,11 @@ async def _ticks(args: argparse.Namespace, config: Config) -> int:
             t.status.value,
             ", ".join(t.run_ids[:3]) + (" …" if len(t.run_ids) > 3 else ""),
             len(t.deduplicated) or None,
-            (t.skip_reason or (t.error or "").splitlines()[0] if (t.skip_reason or t.error) else None),
+            (
+                t.skip_reason or (t.error or "").splitlines()[0]
+                if (t.skip_reason or t.error)
+                else None
+            ),
         )
         for t in ticks
     ]

@@ -131,6 +131,9 @@ class Cron:
                 _EPOCH,
                 ret_type=datetime,
                 day_or=True,
+                # ISC cron: a day field that starts with "*" (even "*/2") does not count as
+                # restricted, so day-of-month and day-of-week must then both match.
+                implement_cron_bug=True,
                 second_at_beginning=has_seconds,
             ),
         )
@@ -321,7 +324,15 @@ def _validate(expression: str) -> tuple[str, ...]:
     if problem is not None:
         raise InvalidCronError(expression, None, problem)
     _check_dates(expression, fields[-5:])
-    return fields
+    return tuple(_one_value_ranges(f) for f in fields)
+
+
+_EQUAL_RANGE = re.compile(r"(?<![\w-])(\d+)-\1(?:/\d+)?(?![\w-])")
+
+
+def _one_value_ranges(field_text: str) -> str:
+    """`5-5` (and `5-5/2`) is the single value 5; croniter 7 reads it as the whole field."""
+    return _EQUAL_RANGE.sub(r"\1", field_text)
 
 
 def _field_problem(name: str, value: str) -> str | None:

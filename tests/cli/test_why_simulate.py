@@ -36,8 +36,10 @@ def noop(context):  # pragma: no cover
 
 
 def test_up_periods_subtract_downtimes():
-    d = [Downtime(start=T0 + timedelta(hours=1), end=T0 + timedelta(hours=2)),
-         Downtime(start=T0 + timedelta(hours=5), end=T0 + timedelta(hours=9))]
+    d = [
+        Downtime(start=T0 + timedelta(hours=1), end=T0 + timedelta(hours=2)),
+        Downtime(start=T0 + timedelta(hours=5), end=T0 + timedelta(hours=9)),
+    ]
     assert up_periods(T0, T0 + timedelta(hours=6), d) == [
         (T0, T0 + timedelta(hours=1)),
         (T0 + timedelta(hours=2), T0 + timedelta(hours=5)),
@@ -48,11 +50,16 @@ def test_up_periods_subtract_downtimes():
 async def test_simulate_catches_up_after_downtime_across_dst():
     registry = Registry(
         jobs={"noop": noop},
-        schedules={"berlin": Schedule(name="berlin", cron="30 2 * * *", job=noop,
-                                      timezone="Europe/Berlin", catchup="all")},
+        schedules={
+            "berlin": Schedule(
+                name="berlin", cron="30 2 * * *", job=noop, timezone="Europe/Berlin", catchup="all"
+            )
+        },
     )
     sim = await simulate(
-        registry, start=T0, end=T0 + timedelta(days=2),
+        registry,
+        start=T0,
+        end=T0 + timedelta(days=2),
         downtimes=[Downtime(start=T0 + timedelta(hours=4), end=T0 + timedelta(hours=30))],
     )
     # 02:30 does not exist on 2026-03-29 in Berlin: the fixed-time cron fires at 03:00 CEST
@@ -72,15 +79,32 @@ def test_explain_names_the_reason_for_each_tick():
     sched = Schedule(name="hourly", cron="0 * * * *", job=noop)
     inst = Instigator(kind=InstigatorKind.SCHEDULE, name="hourly")
     ticks = [
-        Tick(tick_id="t1", instigator=inst, status=TickStatus.SKIPPED,
-             started_at=T0 + timedelta(hours=2), scheduled_for=T0,
-             skip_reason="missed while the daemon was down; catchup='latest' ran the newest"),
-        Tick(tick_id="t2", instigator=inst, status=TickStatus.FAILURE,
-             started_at=T0 + timedelta(hours=2), scheduled_for=T0 + timedelta(hours=1),
-             error="schedule 'hourly' raised ValueError: nope\nTraceback ..."),
+        Tick(
+            tick_id="t1",
+            instigator=inst,
+            status=TickStatus.SKIPPED,
+            started_at=T0 + timedelta(hours=2),
+            scheduled_for=T0,
+            skip_reason="missed while the daemon was down; catchup='latest' ran the newest",
+        ),
+        Tick(
+            tick_id="t2",
+            instigator=inst,
+            status=TickStatus.FAILURE,
+            started_at=T0 + timedelta(hours=2),
+            scheduled_for=T0 + timedelta(hours=1),
+            error="schedule 'hourly' raised ValueError: nope\nTraceback ...",
+        ),
     ]
-    e = explain(name="hourly", definition=sched, state=None, ticks=ticks, runs={},
-                around=T0 + timedelta(hours=1), window=timedelta(hours=2))
+    e = explain(
+        name="hourly",
+        definition=sched,
+        state=None,
+        ticks=ticks,
+        runs={},
+        around=T0 + timedelta(hours=1),
+        window=timedelta(hours=2),
+    )
     verdicts = [(line.at, line.verdict) for line in e.lines]
     assert (T0, "skipped") in verdicts
     assert (T0 + timedelta(hours=1), "failed") in verdicts
@@ -97,20 +121,30 @@ def test_why_cli_explains_a_skipped_tick(tmp_path: Path, capsys: pytest.CaptureF
     store_path = tmp_path / "tickd.db"
 
     async def seed() -> None:
-        from daemon.ticking import Evaluator
         from daemon.domain.ids import IdGenerator
+        from daemon.ticking import Evaluator
 
         store = await SqliteStore.open(store_path)
-        registry = Registry(jobs={"report": noop}, schedules={
-            "hourly": Schedule(name="hourly", cron="0 * * * *", job="report")})
+        registry = Registry(
+            jobs={"report": noop},
+            schedules={"hourly": Schedule(name="hourly", cron="0 * * * *", job="report")},
+        )
         ev = Evaluator(jobs=registry.jobs, ids=IdGenerator(), now=lambda: T0 + timedelta(hours=3))
         commits = await ev.schedule_ticks(registry.schedules["hourly"], last_tick_at=T0)
         await store.commit_ticks(commits)
         await store.close()
 
     anyio.run(seed, backend="asyncio")
-    args = ["why", "hourly", "--at", (T0 + timedelta(hours=1)).isoformat(),
-            "--store", str(store_path), "--definitions", str(defs)]
+    args = [
+        "why",
+        "hourly",
+        "--at",
+        (T0 + timedelta(hours=1)).isoformat(),
+        "--store",
+        str(store_path),
+        "--definitions",
+        str(defs),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "skipped" in out and "daemon was down" in out and "latest" in out
@@ -124,9 +158,22 @@ def test_simulate_cli_prints_ticks(tmp_path: Path, capsys: pytest.CaptureFixture
     defs = tmp_path / "defs"
     defs.mkdir()
     (defs / "hourly.py").write_text(HOURLY)
-    code = main(["simulate", "--definitions", str(defs), "--from", "2026-03-28T20:00Z",
-                 "--to", "2026-03-29T02:00Z", "--down", "2026-03-28T21:30Z/2026-03-29T00:30Z",
-                 "--json", "--store", str(tmp_path / "untouched.db")])
+    code = main(
+        [
+            "simulate",
+            "--definitions",
+            str(defs),
+            "--from",
+            "2026-03-28T20:00Z",
+            "--to",
+            "2026-03-29T02:00Z",
+            "--down",
+            "2026-03-28T21:30Z/2026-03-29T00:30Z",
+            "--json",
+            "--store",
+            str(tmp_path / "untouched.db"),
+        ]
+    )
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     statuses = [(t["scheduled_for"], t["status"]) for t in data["ticks"]]
@@ -134,5 +181,3 @@ def test_simulate_cli_prints_ticks(tmp_path: Path, capsys: pytest.CaptureFixture
     assert ("2026-03-29T00:00:00+00:00", "SUCCESS") in statuses
     assert not (tmp_path / "untouched.db").exists()  # nothing touches the real store
     assert main(["simulate", "--definitions", str(defs), "--down", "garbage"]) == 2
-
-

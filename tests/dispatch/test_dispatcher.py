@@ -35,11 +35,23 @@ def _quiet_logs() -> Any:
         yield logs
 
 
-def queued(job_name: str, *, priority: int = 0, tags: dict[str, str] | None = None,
-           at: datetime = T0, **kw: Any) -> Run:
+def queued(
+    job_name: str,
+    *,
+    priority: int = 0,
+    tags: dict[str, str] | None = None,
+    at: datetime = T0,
+    **kw: Any,
+) -> Run:
     return Run(
-        run_id=ids.new(at), job=job_name, status=RunStatus.QUEUED, instigator=MANUAL,
-        created_at=at, priority=priority, tags=tags or {}, **kw,
+        run_id=ids.new(at),
+        job=job_name,
+        status=RunStatus.QUEUED,
+        instigator=MANUAL,
+        created_at=at,
+        priority=priority,
+        tags=tags or {},
+        **kw,
     )
 
 
@@ -50,9 +62,13 @@ class Harness:
         self.jobs = jobs
         executor = InProcessExecutor(lambda: self.jobs, clock=self.clock)
         self.dispatcher = Dispatcher(
-            store=self.store, clock=self.clock,
+            store=self.store,
+            clock=self.clock,
             executors={ExecutorKind.THREAD: executor, ExecutorKind.ASYNC: executor},
-            jobs=jobs, node_id="node-a", limits=limits, default_executor=ExecutorKind.THREAD,
+            jobs=jobs,
+            node_id="node-a",
+            limits=limits,
+            default_executor=ExecutorKind.THREAD,
         )
         self.tg = tg
 
@@ -115,8 +131,12 @@ async def test_limits_hold_and_blocked_runs_do_not_block_others(make):
         await gate.wait()
         running[key] -= 1
 
-    h = make({"work": work}, ConcurrencyLimits(
-        max_concurrent_runs=3, tag_limits=(TagLimit(key="db", value="warehouse", limit=1),)))
+    h = make(
+        {"work": work},
+        ConcurrencyLimits(
+            max_concurrent_runs=3, tag_limits=(TagLimit(key="db", value="warehouse", limit=1),)
+        ),
+    )
     await h.start()
     await h.enqueue(
         queued("work", priority=9, tags={"db": "warehouse"}, at=T0),
@@ -197,8 +217,9 @@ async def test_timeout_and_cancel_of_thread_and_async_jobs(make):
         if (await h.store.get_run(a.run_id)).status.is_terminal:
             break
     assert (await h.store.get_run(a.run_id)).status is RunStatus.TIMED_OUT
-    await h.store.transition_run(b.run_id, RunStatus.CANCELING, now=h.clock.now(),
-                                 error="canceled by an operator")
+    await h.store.transition_run(
+        b.run_id, RunStatus.CANCELING, now=h.clock.now(), error="canceled by an operator"
+    )
     await h.settle()
     done = await h.store.get_run(b.run_id)
     assert done.status is RunStatus.CANCELED
@@ -215,7 +236,8 @@ async def test_recovery_fails_orphans_and_retries_where_allowed(make):
     orphan = queued("once")
     await h.store.create_runs([orphan])
     [claimed] = await h.store.claim_runs(
-        node_id="dead-node", limit=1, limits=ConcurrencyLimits(), now=T0)
+        node_id="dead-node", limit=1, limits=ConcurrencyLimits(), now=T0
+    )
     await h.store.transition_run(claimed.run_id, RunStatus.RUNNING, now=T0)
     recovered = await h.dispatcher.recover(live_nodes=["node-a"])
     assert [r.run_id for r in recovered] == [orphan.run_id]

@@ -62,9 +62,13 @@ def test_limits_hold_under_random_arrival(sequence):
             now += timedelta(seconds=1)
             if op[0] == "enqueue":
                 run = Run(
-                    run_id=gen.new(now), job="j", status=RunStatus.QUEUED, created_at=now,
+                    run_id=gen.new(now),
+                    job="j",
+                    status=RunStatus.QUEUED,
+                    created_at=now,
                     instigator=Instigator(kind=InstigatorKind.MANUAL, name="m"),
-                    tags=op[1], priority=op[2],
+                    tags=op[1],
+                    priority=op[2],
                 )
                 await store.create_runs([run])
             elif op[0] == "claim":

@@ -28,8 +28,9 @@ NOW = datetime(2026, 3, 1, 10, 5, 1, tzinfo=UTC)
     ],
 )
 def test_on_time_tick_runs(catchup, max_catchup, window, run, missed):
-    plan = plan_ticks([T[5]], now=NOW, catchup=catchup, max_catchup=max_catchup,
-                      catchup_window=window)
+    plan = plan_ticks(
+        [T[5]], now=NOW, catchup=catchup, max_catchup=max_catchup, catchup_window=window
+    )
     assert list(plan.run) == run
     assert [m.scheduled_for for m in plan.missed] == missed
 
@@ -37,27 +38,61 @@ def test_on_time_tick_runs(catchup, max_catchup, window, run, missed):
 @pytest.mark.parametrize(
     ("catchup", "max_catchup", "window", "run", "missed_codes"),
     [
-        (Catchup.LATEST, 100, None, [T[5]],
-         {T[0]: SkipCode.CATCHUP_LATEST, T[1]: SkipCode.CATCHUP_LATEST,
-          T[2]: SkipCode.CATCHUP_LATEST, T[3]: SkipCode.CATCHUP_LATEST,
-          T[4]: SkipCode.CATCHUP_LATEST}),
+        (
+            Catchup.LATEST,
+            100,
+            None,
+            [T[5]],
+            {
+                T[0]: SkipCode.CATCHUP_LATEST,
+                T[1]: SkipCode.CATCHUP_LATEST,
+                T[2]: SkipCode.CATCHUP_LATEST,
+                T[3]: SkipCode.CATCHUP_LATEST,
+                T[4]: SkipCode.CATCHUP_LATEST,
+            },
+        ),
         (Catchup.ALL, 100, None, T, {}),
-        (Catchup.ALL, 2, None, [T[4], T[5]],
-         {T[0]: SkipCode.CATCHUP_MAX, T[1]: SkipCode.CATCHUP_MAX, T[2]: SkipCode.CATCHUP_MAX,
-          T[3]: SkipCode.CATCHUP_MAX}),
-        (Catchup.NONE, 100, None, [T[5]],
-         {T[0]: SkipCode.CATCHUP_NONE, T[1]: SkipCode.CATCHUP_NONE,
-          T[2]: SkipCode.CATCHUP_NONE, T[3]: SkipCode.CATCHUP_NONE,
-          T[4]: SkipCode.CATCHUP_NONE}),
+        (
+            Catchup.ALL,
+            2,
+            None,
+            [T[4], T[5]],
+            {
+                T[0]: SkipCode.CATCHUP_MAX,
+                T[1]: SkipCode.CATCHUP_MAX,
+                T[2]: SkipCode.CATCHUP_MAX,
+                T[3]: SkipCode.CATCHUP_MAX,
+            },
+        ),
+        (
+            Catchup.NONE,
+            100,
+            None,
+            [T[5]],
+            {
+                T[0]: SkipCode.CATCHUP_NONE,
+                T[1]: SkipCode.CATCHUP_NONE,
+                T[2]: SkipCode.CATCHUP_NONE,
+                T[3]: SkipCode.CATCHUP_NONE,
+                T[4]: SkipCode.CATCHUP_NONE,
+            },
+        ),
         # a window of 150 s: 10:00, 10:01 and 10:02 are older than now - 150 s = 10:02:31
-        (Catchup.ALL, 100, timedelta(seconds=150), [T[3], T[4], T[5]],
-         {T[0]: SkipCode.CATCHUP_WINDOW, T[1]: SkipCode.CATCHUP_WINDOW,
-          T[2]: SkipCode.CATCHUP_WINDOW}),
+        (
+            Catchup.ALL,
+            100,
+            timedelta(seconds=150),
+            [T[3], T[4], T[5]],
+            {
+                T[0]: SkipCode.CATCHUP_WINDOW,
+                T[1]: SkipCode.CATCHUP_WINDOW,
+                T[2]: SkipCode.CATCHUP_WINDOW,
+            },
+        ),
     ],
 )
 def test_catchup_after_downtime(catchup, max_catchup, window, run, missed_codes):
-    plan = plan_ticks(T, now=NOW, catchup=catchup, max_catchup=max_catchup,
-                      catchup_window=window)
+    plan = plan_ticks(T, now=NOW, catchup=catchup, max_catchup=max_catchup, catchup_window=window)
     assert list(plan.run) == run
     assert {m.scheduled_for: m.code for m in plan.missed} == missed_codes
     # every due tick is accounted for exactly once

@@ -34,11 +34,25 @@ Q, ST, RU, CI, OK, KO, CA, TO = (
 @pytest.mark.parametrize(
     ("a", "b", "legal"),
     [
-        (Q, ST, True), (Q, CA, True), (Q, RU, False), (Q, OK, False),
-        (ST, RU, True), (ST, KO, True), (ST, CI, True),
-        (RU, OK, True), (RU, KO, True), (RU, TO, True), (RU, CI, True), (RU, Q, False),
-        (CI, CA, True), (CI, OK, True), (CI, RU, False),
-        (OK, KO, False), (KO, Q, False), (CA, RU, False), (TO, OK, False),
+        (Q, ST, True),
+        (Q, CA, True),
+        (Q, RU, False),
+        (Q, OK, False),
+        (ST, RU, True),
+        (ST, KO, True),
+        (ST, CI, True),
+        (RU, OK, True),
+        (RU, KO, True),
+        (RU, TO, True),
+        (RU, CI, True),
+        (RU, Q, False),
+        (CI, CA, True),
+        (CI, OK, True),
+        (CI, RU, False),
+        (OK, KO, False),
+        (KO, Q, False),
+        (CA, RU, False),
+        (TO, OK, False),
     ],
 )
 def test_transitions(a, b, legal):
@@ -89,8 +103,13 @@ def test_run_request_accepts_job_objects_and_stringifies_tags():
 
 @pytest.mark.parametrize(
     ("tags", "explicit", "expected"),
-    [({}, None, 0), ({"tickd/priority": "5"}, None, 5), ({"tickd/priority": "5"}, 9, 9),
-     ({"tickd/priority": "x"}, None, 0), ({}, -3, -3)],
+    [
+        ({}, None, 0),
+        ({"tickd/priority": "5"}, None, 5),
+        ({"tickd/priority": "5"}, 9, 9),
+        ({"tickd/priority": "x"}, None, 0),
+        ({}, -3, -3),
+    ],
 )
 def test_priority_of(tags, explicit, expected):
     assert priority_of(tags, explicit) == expected

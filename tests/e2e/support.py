@@ -39,7 +39,9 @@ class Tickd:
     def base_args(self) -> list[str]:
         return ["--store", str(self.store), "--definitions", str(self.defs)]
 
-    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "daemon", *args, *self.base_args()],
             cwd=self.home,

@@ -13,7 +13,7 @@ from .support import Tickd, wait_for
 
 pytestmark = pytest.mark.e2e
 
-EVERY_SECOND = '''
+EVERY_SECOND = """
 from daemon import Schedule, job
 
 @job(executor="thread")
@@ -22,7 +22,7 @@ def beat(context):
 
 every_second = Schedule(name="every_second", cron="* * * * * *", job=beat, catchup="all",
                         max_catchup=1000)
-'''
+"""
 
 
 def _seconds(ticks: list[dict]) -> list[datetime]:
@@ -39,8 +39,12 @@ def test_one_run_per_second_through_a_sigkill(tmp_path: Path) -> None:
         first.wait()
         time.sleep(1.5)  # downtime: these seconds must be caught up
         home.serve()
-        wait_for(lambda: any(e.get("event") == "daemon.started" for e in home.events()[1:])
-                 and len(home.json("ticks", "--limit", "1000")) >= 8)
+        wait_for(
+            lambda: (
+                any(e.get("event") == "daemon.started" for e in home.events()[1:])
+                and len(home.json("ticks", "--limit", "1000")) >= 8
+            )
+        )
     finally:
         home.stop_all()
     ticks = home.json("ticks", "--limit", "1000")
@@ -48,7 +52,9 @@ def test_one_run_per_second_through_a_sigkill(tmp_path: Path) -> None:
     seconds = _seconds(ticks)
     # every second between the first and last tick, exactly once
     assert seconds == [seconds[0] + timedelta(seconds=i) for i in range(len(seconds))]
-    assert all(t["status"] == "SUCCESS" for t in ticks), [t for t in ticks if t["status"] != "SUCCESS"]
+    assert all(t["status"] == "SUCCESS" for t in ticks), [
+        t for t in ticks if t["status"] != "SUCCESS"
+    ]
     keys = [r["run_key"] for r in runs]
     assert len(keys) == len(set(keys)) == len(seconds)
     # the drain on SIGTERM leaves nothing running

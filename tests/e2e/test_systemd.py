@@ -46,8 +46,14 @@ def test_unit_verifies_cleanly_and_scores_at_most_2(tmp_path: Path) -> None:
 
 def test_unit_has_the_service_manners() -> None:
     text = UNIT.read_text()
-    for line in ("Type=notify", "KillMode=mixed", "StateDirectory=tickd", "WatchdogSec=",
-                 "ExecReload=/bin/kill -HUP $MAINPID", "TimeoutStopSec=90"):
+    for line in (
+        "Type=notify",
+        "KillMode=mixed",
+        "StateDirectory=tickd",
+        "WatchdogSec=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "TimeoutStopSec=90",
+    ):
         assert line in text
 
 

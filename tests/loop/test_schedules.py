@@ -32,9 +32,7 @@ async def all_ticks(store, name=None):
 
 
 async def test_a_week_of_minutely_ticks_runs_once_each(running, store, clock):
-    sched = await running.start(
-        Defs.of(Schedule(name="every_minute", cron="* * * * *", job=noop))
-    )
+    sched = await running.start(Defs.of(Schedule(name="every_minute", cron="* * * * *", job=noop)))
     await drive(clock, START + timedelta(days=7), sched)
     runs = await all_runs(store)
     assert len(runs) == 7 * 24 * 60
@@ -53,7 +51,11 @@ async def test_run_key_is_tick_time_and_tags_priority_flow(running, store, clock
     sched = await running.start(
         Defs.of(
             Schedule(
-                name="hourly", cron="0 * * * *", job=load, tags={"team": "data"}, priority=7,
+                name="hourly",
+                cron="0 * * * *",
+                job=load,
+                tags={"team": "data"},
+                priority=7,
                 run_config={"full": True},
             )
         )
@@ -72,21 +74,33 @@ async def test_run_key_is_tick_time_and_tags_priority_flow(running, store, clock
     [
         # Berlin spring forward 2026-03-29 02:00 -> 03:00: 02:30 does not exist; the
         # fixed-time cron fires once at the end of the gap (01:00 UTC = 03:00 CEST).
-        ("Europe/Berlin", "30 2 * * *", datetime(2026, 3, 29, tzinfo=UTC),
-         [datetime(2026, 3, 28, 1, 30, tzinfo=UTC), datetime(2026, 3, 29, 1, 0, tzinfo=UTC),
-          datetime(2026, 3, 30, 0, 30, tzinfo=UTC)]),
+        (
+            "Europe/Berlin",
+            "30 2 * * *",
+            datetime(2026, 3, 29, tzinfo=UTC),
+            [
+                datetime(2026, 3, 28, 1, 30, tzinfo=UTC),
+                datetime(2026, 3, 29, 1, 0, tzinfo=UTC),
+                datetime(2026, 3, 30, 0, 30, tzinfo=UTC),
+            ],
+        ),
         # New York fall back 2026-11-01 02:00 -> 01:00: 01:30 happens twice; fixed-time
         # fires once, at the first (05:30 UTC, EDT).
-        ("America/New_York", "30 1 * * *", datetime(2026, 11, 1, tzinfo=UTC),
-         [datetime(2026, 10, 31, 5, 30, tzinfo=UTC), datetime(2026, 11, 1, 5, 30, tzinfo=UTC),
-          datetime(2026, 11, 2, 6, 30, tzinfo=UTC)]),
+        (
+            "America/New_York",
+            "30 1 * * *",
+            datetime(2026, 11, 1, tzinfo=UTC),
+            [
+                datetime(2026, 10, 31, 5, 30, tzinfo=UTC),
+                datetime(2026, 11, 1, 5, 30, tzinfo=UTC),
+                datetime(2026, 11, 2, 6, 30, tzinfo=UTC),
+            ],
+        ),
     ],
 )
 async def test_dst_weeks(running, store, clock, zone, cron, day, expected_utc):
-    clock._now = day - timedelta(days=1, hours=12)  # noqa: SLF001 - place the start
-    sched = await running.start(
-        Defs.of(Schedule(name="daily", cron=cron, job=noop, timezone=zone))
-    )
+    clock._now = day - timedelta(days=1, hours=12)
+    sched = await running.start(Defs.of(Schedule(name="daily", cron=cron, job=noop, timezone=zone)))
     await drive(clock, day + timedelta(days=2), sched)
     ticks = sorted(await all_ticks(store), key=lambda t: t.scheduled_for)
     assert [t.scheduled_for for t in ticks] == expected_utc
@@ -94,7 +108,7 @@ async def test_dst_weeks(running, store, clock, zone, cron, day, expected_utc):
 
 
 async def test_wildcard_cron_fires_both_hours_of_a_fold(running, store, clock):
-    clock._now = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)  # noqa: SLF001 (23:00 EDT)
+    clock._now = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
     sched = await running.start(
         Defs.of(Schedule(name="hourly", cron="0 * * * *", job=noop, timezone="America/New_York"))
     )
@@ -114,9 +128,7 @@ async def test_wildcard_cron_fires_both_hours_of_a_fold(running, store, clock):
     ],
 )
 async def test_downtime_of_a_day(running, store, clock, catchup, extra, ran, skipped):
-    defs = Defs.of(
-        Schedule(name="hourly", cron="0 * * * *", job=noop, catchup=catchup, **extra)
-    )
+    defs = Defs.of(Schedule(name="hourly", cron="0 * * * *", job=noop, catchup=catchup, **extra))
     sched = await running.start(defs)
     await drive(clock, datetime(2026, 6, 1, 1, 0, 5, tzinfo=UTC), sched)
     assert len(await all_runs(store)) == 1
@@ -152,7 +164,10 @@ async def test_schedule_function_skip_and_failure_are_recorded(running, store, c
     await drive(clock, START + timedelta(minutes=4), sched)
     ticks = sorted(await all_ticks(store), key=lambda t: t.scheduled_for)
     assert [t.status for t in ticks] == [
-        TickStatus.SKIPPED, TickStatus.FAILURE, TickStatus.FAILURE, TickStatus.SUCCESS
+        TickStatus.SKIPPED,
+        TickStatus.FAILURE,
+        TickStatus.FAILURE,
+        TickStatus.SUCCESS,
     ]
     assert ticks[0].skip_reason == "nothing new upstream"
     assert "RuntimeError: upstream API 503" in ticks[1].error

@@ -163,7 +163,10 @@ async def test_run_status_sensor_chains_on_completion(running, store, clock):
     from daemon.domain.runs import Instigator, InstigatorKind, Run
 
     run = Run(
-        run_id="r-1", job="report", status=RunStatus.QUEUED, created_at=clock.now(),
+        run_id="r-1",
+        job="report",
+        status=RunStatus.QUEUED,
+        created_at=clock.now(),
         instigator=Instigator(kind=InstigatorKind.MANUAL, name="report"),
     )
     await store.create_runs([run])
