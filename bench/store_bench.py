@@ -25,6 +25,7 @@ from pathlib import Path
 
 import anyio
 
+from bench.common import Figure
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.limits import ConcurrencyLimits, TagLimit
 from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
@@ -147,7 +148,14 @@ async def _bench_claim(store: SqliteStore, repeats: int, limits: ConcurrencyLimi
     return ms
 
 
-async def main(repeats: int) -> None:
+async def figures(repeats: int = 5) -> list[Figure]:
+    """The store figures, as bench/__main__.py collects them."""
+    return [
+        Figure(name, ms, "ms", f"≤ {target:.0f} ms") for name, ms, target in await _rows(repeats)
+    ]
+
+
+async def _rows(repeats: int) -> list[tuple[str, float, float]]:
     with tempfile.TemporaryDirectory(prefix="tickd-bench-") as tmp:
         folder = Path(tmp)
         rows = [
@@ -171,6 +179,11 @@ async def main(repeats: int) -> None:
                 20.0,
             ),
         ]
+    return rows
+
+
+async def main(repeats: int) -> None:
+    rows = await _rows(repeats)
     width = max(len(name) for name, _, _ in rows)
     print(f"SQLite {sqlite3.sqlite_version}, median of {repeats} repeats")
     print(f"{'scenario':<{width}}  {'median':>9}  {'target':>9}")

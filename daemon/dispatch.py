@@ -34,7 +34,7 @@ log = structlog.get_logger("tickd.dispatch")
 
 # The store wakes the dispatcher when another process changes runs (SQLite: a doorbell
 # beside the file); failing that, it re-reads the store's change counter this often.
-CHANGE_FALLBACK_S = 1.0
+CHANGE_FALLBACK_S = 5.0
 
 RECOVERED_REASON = "daemon stopped while run was active"
 
