@@ -25,6 +25,7 @@ from typing import Any, Final, Literal, TextIO, cast
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from daemon.adapters.journald import JournalProcessor, stdout_is_journal
 from daemon.errors import ConfigError
 
 LEVELS: Final = {
@@ -57,9 +58,12 @@ def configure_logging(
     threshold = LEVELS[level.lower()]
     as_json = fmt == "json" or (fmt == "auto" and not _is_tty(out))
     renderer = _json_renderer() if as_json else _console_renderer(out)
+    journal: list[Processor] = []
+    if as_json and (stream == "stdout" or stream is sys.stdout) and stdout_is_journal(sys.stdout):
+        journal = [structlog.processors.format_exc_info, JournalProcessor()]
 
     structlog.configure(
-        processors=[*_shared_processors(), *renderer],
+        processors=[*_shared_processors(), *journal, *renderer],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         context_class=dict,
