@@ -46,6 +46,7 @@ def test_processor_sends_fields_and_drops_the_stdout_line(tmp_path: Path) -> Non
                  "runs_created": 1, "run_ids": ["x"]}
         with pytest.raises(structlog.DropEvent):
             processor(None, "info", event)
+        processor.close()
         lines = journal.recv(65536).decode().splitlines()
     assert "INSTIGATOR=daily_report" in lines
     assert "TICKD_EVENT=tick.completed" in lines
@@ -58,3 +59,4 @@ def test_unreachable_journal_falls_back_to_stdout(tmp_path: Path) -> None:
     processor = JournalProcessor(str(tmp_path / "missing.sock"))
     event = {"event": "x", "level": "info"}
     assert processor(None, "info", event) is event
+    processor.close()

@@ -67,6 +67,9 @@ class JournalProcessor:
         self.address = address
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
+    def close(self) -> None:
+        self._sock.close()
+
     def fields(self, event_dict: Mapping[str, Any]) -> dict[str, str]:
         level = str(event_dict.get("level", "info"))
         out = {
