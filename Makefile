@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint types unit bench check clean
+.PHONY: run test lint types unit bench check clean crash-long
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -37,3 +37,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache
+
+# The long form of tests/torture/test_crash.py: 200 SIGKILLs of the real daemon under load.
+crash-long: $(STAMP)
+	$(BIN)/python -m bench.crash_long --kills 200

@@ -139,6 +139,7 @@ class CrashFigures:
     lost_seconds: int = 0  # seconds between the first and last tick with no tick
     bad_ticks: int = 0  # FAILURE, SUCCESS without exactly one run, SKIPPED without reason
     orphan_runs: int = 0  # schedule runs no SUCCESS tick names, or tick run ids not stored
+    run_statuses: str = ""  # e.g. SUCCESS:300 FAILURE:12 (runs a crash cut short)
     stuck_runs: int = 0  # STARTING / RUNNING / CANCELING after a clean stop
     not_caught_up: int = 0  # 1 if the last tick is older than the final start
     leftover_processes: int = 0
@@ -248,6 +249,8 @@ def check_crash_store(
     sensor_runs = {r["run_id"] for r in runs if r["instigator"]["name"] == "churn"}
     figures.orphan_runs = len((schedule_runs | sensor_runs) - named) + len(named - run_ids)
 
+    statuses = Counter(r["status"] for r in runs)
+    figures.run_statuses = " ".join(f"{k}:{v}" for k, v in sorted(statuses.items()))
     stuck = [r for r in runs if r["status"] in STUCK]
     figures.stuck_runs = len(stuck)
 
