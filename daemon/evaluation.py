@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
 from daemon.definitions import Job, is_async_callable
 from daemon.domain.ids import IdGenerator
@@ -22,6 +21,7 @@ from daemon.domain.limits import SERIAL_TAG
 from daemon.domain.requests import RunRequest, SensorResult, SkipReason, default_run_key
 from daemon.domain.runs import PRIORITY_TAG, Instigator, Run, RunStatus, priority_of
 from daemon.errors import TickdError
+from daemon.threads import run_in_daemon_thread
 
 
 class EvaluationError(TickdError):
@@ -78,7 +78,7 @@ async def call_user_fn(
         with anyio.fail_after(time_limit):
             if is_async_callable(fn):
                 return await fn(context)
-            return await anyio.to_thread.run_sync(run_sync, abandon_on_cancel=True, limiter=limiter)
+            return await run_in_daemon_thread(run_sync, limiter=limiter)
     except TimeoutError:
         if not call.done.is_set() and not is_async_callable(fn) and on_abandon is not None:
             on_abandon(call)

@@ -13,12 +13,12 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import anyio
-import anyio.to_thread
 
 from daemon.definitions import Job
 from daemon.domain.runs import Run, RunStatus
 from daemon.job_context import make_job_context
 from daemon.ports import Clock, OutputSink, RunOutcome
+from daemon.threads import run_in_daemon_thread
 
 # Captured log lines are flushed to the store at least this often while a job runs.
 FLUSH_EVERY_S = 0.5
@@ -78,9 +78,7 @@ class InProcessExecutor:
                             if job.is_async:
                                 await job.fn(context)
                             else:
-                                await anyio.to_thread.run_sync(
-                                    job.fn, context, abandon_on_cancel=True, limiter=self._limiter
-                                )
+                                await run_in_daemon_thread(job.fn, context, limiter=self._limiter)
                         outcome = RunOutcome(status=RunStatus.SUCCESS)
                     except TimeoutError:
                         outcome = RunOutcome(

@@ -114,12 +114,6 @@ def test_broken_definitions_cost_only_their_own_ticks_and_runs(tmp_path: Path) -
     assert leftovers == 0, f"{leftovers} processes outlived the daemon's clean stop"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a sync sensor abandoned after its timeout runs in a non-daemon anyio worker "
-    "thread; after SIGTERM the daemon logs daemon.stopped, then the interpreter's exit joins "
-    "that thread and the process never exits",
-)
 def test_a_hung_sync_sensor_does_not_keep_the_daemon_from_exiting(tmp_path: Path) -> None:
     home = TortureHome(tmp_path, HERE / "defs_hang", seed=SEED, config=FAULT_CONFIG)
     try:
