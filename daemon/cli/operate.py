@@ -78,20 +78,30 @@ def register(subparsers: Subparsers) -> None:
     _register_sensors(subparsers)
 
 
-def _register_schedules(subparsers: Subparsers) -> None:
-    parser = add_command(
-        subparsers, "schedules", run=_no_action, help="list, start, stop or preview schedules"
-    )
+def _instigator_commands(
+    subparsers: Subparsers, noun: str, *, help: str, list_run: Command, list_help: str
+) -> Subparsers:
+    """`tickd <noun> list|start|stop`; returns the actions for the noun's own extras."""
+    parser = add_command(subparsers, noun, run=_no_action, help=help)
     actions = parser.add_subparsers(title="actions", dest="action", metavar="<action>")
     actions.required = True
-    listing = add_command(
-        actions, "list", run=run_schedules_list, help="every schedule: status, last and next tick"
-    )
+    listing = add_command(actions, "list", run=list_run, help=list_help)
     listing.add_argument("--json", action="store_true", help="print a JSON list")
     for verb, status in (("start", InstigatorStatus.RUNNING), ("stop", InstigatorStatus.STOPPED)):
         toggle = add_command(actions, verb, run=_set_status(status), help=f"{verb} NAME")
         toggle.add_argument("name", metavar="NAME")
         toggle.add_argument("--json", action="store_true", help="print one JSON object")
+    return actions
+
+
+def _register_schedules(subparsers: Subparsers) -> None:
+    actions = _instigator_commands(
+        subparsers,
+        "schedules",
+        help="list, start, stop or preview schedules",
+        list_run=run_schedules_list,
+        list_help="every schedule: status, last and next tick",
+    )
     preview = add_command(
         actions,
         "preview",
@@ -115,22 +125,13 @@ def _register_schedules(subparsers: Subparsers) -> None:
 
 
 def _register_sensors(subparsers: Subparsers) -> None:
-    parser = add_command(
+    actions = _instigator_commands(
         subparsers,
         "sensors",
-        run=_no_action,
         help="list, start, stop or preview sensors; read or set a sensor's cursor",
+        list_run=run_sensors_list,
+        list_help="every sensor: status, last tick, cursor",
     )
-    actions = parser.add_subparsers(title="actions", dest="action", metavar="<action>")
-    actions.required = True
-    listing = add_command(
-        actions, "list", run=run_sensors_list, help="every sensor: status, last tick, cursor"
-    )
-    listing.add_argument("--json", action="store_true", help="print a JSON list")
-    for verb, status in (("start", InstigatorStatus.RUNNING), ("stop", InstigatorStatus.STOPPED)):
-        toggle = add_command(actions, verb, run=_set_status(status), help=f"{verb} NAME")
-        toggle.add_argument("name", metavar="NAME")
-        toggle.add_argument("--json", action="store_true", help="print one JSON object")
     preview = add_command(
         actions,
         "preview",
