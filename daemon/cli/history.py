@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from datetime import timedelta
 from pathlib import Path
 
 import anyio
 
 from daemon.adapters.system_clock import SystemClock
+from daemon.cli.args import duration, positive, tick_status
 from daemon.cli.common import (
     EXIT_OK,
     Subparsers,
@@ -18,9 +18,8 @@ from daemon.cli.common import (
     run_async,
 )
 from daemon.cli.shapes import tick_json
-from daemon.config import Config, parse_duration
-from daemon.domain.ticks import TickStatus
-from daemon.errors import ConfigError, StoreLocationError
+from daemon.config import Config
+from daemon.errors import StoreLocationError
 from daemon.ports import Store, TickQuery
 
 
@@ -28,10 +27,10 @@ def register(subparsers: Subparsers) -> None:
     ticks = add_command(subparsers, "ticks", run=run_ticks, help="list recent ticks, newest first")
     ticks.add_argument("name", nargs="?", help="only this schedule or sensor")
     ticks.add_argument(
-        "--status", type=_tick_status, action="append", help="SUCCESS, SKIPPED, FAILURE"
+        "--status", type=tick_status, action="append", help="SUCCESS, SKIPPED, FAILURE"
     )
-    ticks.add_argument("--since", type=_duration, help="only ticks this recent, e.g. 2h, 30m")
-    ticks.add_argument("--limit", type=_positive, default=50, help="at most N ticks (50)")
+    ticks.add_argument("--since", type=duration, help="only ticks this recent, e.g. 2h, 30m")
+    ticks.add_argument("--limit", type=positive, default=50, help="at most N ticks (50)")
     ticks.add_argument("--json", action="store_true", help="print a JSON list")
 
 
@@ -87,32 +86,3 @@ async def _ticks(args: argparse.Namespace, config: Config) -> int:
     ]
     print(format_table(("NAME", "TICK", "STATUS", "RUNS", "DEDUP", "REASON"), rows))
     return EXIT_OK
-
-
-# ---- argument types (argparse turns their ValueErrors into exit 2 with the message) ----
-
-
-def _tick_status(value: str) -> TickStatus:
-    try:
-        return TickStatus(value.upper())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a tick status; use one of {', '.join(s.value for s in TickStatus)}"
-        ) from None
-
-
-def _duration(value: str) -> timedelta:
-    try:
-        return parse_duration(value, "--since")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
-    return n

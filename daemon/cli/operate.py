@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from daemon.adapters.system_clock import SystemClock
+from daemon.cli.args import parse_time, positive
 from daemon.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -51,9 +52,8 @@ from daemon.cli.common import (
     print_json,
     run_async,
 )
-from daemon.cli.history import _positive, existing_store
+from daemon.cli.history import existing_store
 from daemon.cli.shapes import iso
-from daemon.cli.timeargs import parse_time
 from daemon.config import Config
 from daemon.definitions import RunStatusSensor, Schedule, Sensor
 from daemon.domain.cron import parse_cron, zone
@@ -118,7 +118,7 @@ def _register_schedules(subparsers: Subparsers) -> None:
     )
     bound = preview.add_mutually_exclusive_group()
     bound.add_argument(
-        "--count", type=_positive, metavar="N", help=f"this many fire times ({DEFAULT_PREVIEW})"
+        "--count", type=positive, metavar="N", help=f"this many fire times ({DEFAULT_PREVIEW})"
     )
     bound.add_argument("--until", metavar="TIME", help="every fire time up to TIME")
     preview.add_argument("--json", action="store_true", help="print one JSON object")

@@ -21,6 +21,9 @@ from typing import Any, Final
 import anyio
 
 from daemon.adapters.system_clock import SystemClock
+
+# The argument types `ticks` also uses, shared rather than copied.
+from daemon.cli.args import duration, positive
 from daemon.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -36,9 +39,7 @@ from daemon.cli.common import (
     run_async,
     to_jsonable,
 )
-
-# The argument types `ticks` also uses, shared rather than copied.
-from daemon.cli.history import _duration, _positive, existing_store
+from daemon.cli.history import existing_store
 from daemon.cli.shapes import iso, run_json
 from daemon.client import AsyncClient, RunFinishedError
 from daemon.config import Config
@@ -73,8 +74,8 @@ def register(subparsers: Subparsers) -> None:
     runs.add_argument("--status", type=run_status_arg, action="append", help="e.g. QUEUED")
     runs.add_argument("--job", help="only runs of this job")
     runs.add_argument("--tag", type=tag_arg, action="append", help="k=v (repeatable)")
-    runs.add_argument("--since", type=_duration, help="only runs created this recently, e.g. 2h")
-    runs.add_argument("--limit", type=_positive, help=f"at most N runs ({DEFAULT_LIMIT})")
+    runs.add_argument("--since", type=duration, help="only runs created this recently, e.g. 2h")
+    runs.add_argument("--limit", type=positive, help=f"at most N runs ({DEFAULT_LIMIT})")
     runs.add_argument("--json", action="store_true", help="print JSON")
 
     logs = add_command(subparsers, "logs", run=run_logs, help="print a run's output")

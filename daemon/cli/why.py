@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, timedelta
 
 from daemon.adapters.system_clock import SystemClock
+from daemon.cli.args import parse_time, parse_window
 from daemon.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -20,7 +21,6 @@ from daemon.cli.common import (
 )
 from daemon.cli.history import existing_store
 from daemon.cli.shapes import iso, run_json, tick_json
-from daemon.cli.timeargs import parse_time, parse_window
 from daemon.config import Config
 from daemon.domain.runs import InstigatorKind
 from daemon.explain import Explanation, explain

@@ -1,4 +1,8 @@
-"""Time arguments of the CLI: ISO-8601 instants, "now", and durations."""
+"""Argument types of the CLI: times, durations, statuses, tags, counts.
+
+Each raises argparse.ArgumentTypeError with a message naming what is allowed, so a bad
+value exits 2 before anything is read or written.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from daemon.config import parse_duration
+from daemon.domain.ticks import TickStatus
 from daemon.errors import ConfigError
 
 
@@ -39,3 +44,29 @@ def parse_window(value: str) -> timedelta:
         return parse_duration(value, "--window")
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def tick_status(value: str) -> TickStatus:
+    try:
+        return TickStatus(value.upper())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a tick status; use one of {', '.join(s.value for s in TickStatus)}"
+        ) from None
+
+
+def duration(value: str) -> timedelta:
+    try:
+        return parse_duration(value, "--since")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return n
