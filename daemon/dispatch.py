@@ -28,7 +28,7 @@ from daemon.domain.runs import (
     RunStatus,
 )
 from daemon.errors import TickdError
-from daemon.ports import Clock, Executor, RunOutcome, Store
+from daemon.ports import Clock, Executor, RunMove, RunOutcome, Store
 
 log = structlog.get_logger("tickd.dispatch")
 
@@ -67,6 +67,68 @@ def time_limit_of(job: Job | None, run: Run) -> float | None:
     return job.timeout if job is not None else None
 
 
+class _Slot:
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: Run | BaseException | None = None
+
+
+class RunMover:
+    """Group commit of run transitions: the moves requested while one write is in flight
+    go out together in the next transaction (one fsync for many runs). When its task is
+    not running, a move goes straight to the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending: list[tuple[RunMove, _Slot]] = []
+        self._wake = anyio.Event()
+        self._alive = False
+
+    async def move(self, move: RunMove) -> Run:
+        if not self._alive:
+            return await self._direct(move)
+        slot = _Slot()
+        self._pending.append((move, slot))
+        self._wake.set()
+        await slot.done.wait()
+        if slot.result is None:  # the mover stopped before writing it
+            return await self._direct(move)
+        if isinstance(slot.result, BaseException):
+            raise slot.result
+        return slot.result
+
+    async def _direct(self, move: RunMove) -> Run:
+        return await self.store.transition_run(
+            move.run_id, move.status, now=move.now, error=move.error, event=move.event
+        )
+
+    async def run(self) -> None:
+        self._alive = True
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                batch, self._pending = self._pending, []
+                if not batch:
+                    continue
+                results: list[Run | TickdError]
+                try:
+                    with anyio.CancelScope(shield=True):
+                        results = await self.store.transition_runs([m for m, _ in batch])
+                except TickdError as exc:
+                    results = [exc] * len(batch)
+                for (_, slot), result in zip(batch, results, strict=True):
+                    slot.result = result
+                    slot.done.set()
+        finally:
+            self._alive = False
+            for _, slot in self._pending:
+                slot.done.set()  # result None: the mover's caller writes it directly
+            self._pending = []
+
+
 class Dispatcher:
     """Claims and executes runs for one node."""
 
@@ -99,6 +161,7 @@ class Dispatcher:
         self._changed = anyio.Event()  # set (and replaced) when runs start or end
         self._waiting = False  # blocked in _wait_for_work with nothing to claim
         self._cancel_reason: dict[str, str] = {}
+        self._mover = RunMover(store)
 
     # ---- public ------------------------------------------------------------------------
 
@@ -152,6 +215,7 @@ class Dispatcher:
         """Claim and execute until cancelled or `drain()` finishes."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(self._mover.run)
             tg.start_soon(self._watch_store)
             while self._claiming:
                 await self._dispatch_once()
@@ -231,7 +295,7 @@ class Dispatcher:
     async def _watch_store(self) -> None:
         """Wake when another process changed runs (an enqueue from the CLI or client, a
         cancel request), and forward cancel requests to executors."""
-        token = await self.store.change_token()
+        token = await self.store.wait_for_change(-1, max_wait=0)
         while True:
             try:
                 new = await self.store.wait_for_change(token, max_wait=CHANGE_FALLBACK_S)
@@ -286,11 +350,13 @@ class Dispatcher:
         started = self.clock.now()
         queue_wait = (started - (run.not_before or run.created_at)).total_seconds()
         try:
-            running = await self.store.transition_run(
-                run.run_id,
-                RunStatus.RUNNING,
-                now=started,
-                event={"queue_wait_s": round(queue_wait, 6), "node_id": self.node_id},
+            running = await self._mover.move(
+                RunMove(
+                    run_id=run.run_id,
+                    status=RunStatus.RUNNING,
+                    now=started,
+                    event={"queue_wait_s": round(queue_wait, 6), "node_id": self.node_id},
+                )
             )
         except TickdError as exc:  # canceled before it started
             log.info("run.not_started", run_id=run.run_id, job=run.job, reason=str(exc))
@@ -324,7 +390,10 @@ class Dispatcher:
     async def _finish(self, run: Run, outcome: RunOutcome, *, started: datetime | None) -> None:
         now = self.clock.now()
         duration = (now - started).total_seconds() if started else 0.0
-        current = await self.store.get_run(run.run_id)
+        # A cancel request (CANCELING, with the operator's reason) is only of interest when
+        # the run did not simply succeed.
+        succeeded = outcome.status is RunStatus.SUCCESS
+        current = None if succeeded else await self.store.get_run(run.run_id)
         status = outcome.status
         if current is not None and current.status is RunStatus.CANCELING:
             status = RunStatus.CANCELED if status is not RunStatus.SUCCESS else status
@@ -342,8 +411,8 @@ class Dispatcher:
             data["signal"] = outcome.signal
         with anyio.CancelScope(shield=True):
             try:
-                done = await self.store.transition_run(
-                    run.run_id, status, now=now, error=error, event=data
+                done = await self._mover.move(
+                    RunMove(run_id=run.run_id, status=status, now=now, error=error, event=data)
                 )
             except TickdError as exc:
                 log.error("run.finish_failed", run_id=run.run_id, error=str(exc))

@@ -21,6 +21,7 @@ from daemon.domain.ticks import (
     TickCommit,
     TickStatus,
 )
+from daemon.errors import TickdError
 
 
 class Clock(Protocol):
@@ -90,6 +91,17 @@ class Lease:
     since: datetime
     heartbeat_at: datetime
     expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunMove:
+    """One status change of a run, for `Store.transition_runs`."""
+
+    run_id: str
+    status: RunStatus
+    now: datetime
+    error: str | None = None
+    event: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,6 +189,12 @@ class Store(Protocol):
         record a run event `run.<status>` with `event` as data. Returns the new run."""
         ...
 
+    async def transition_runs(self, moves: Sequence[RunMove]) -> list[Run | TickdError]:
+        """`transition_run` for many runs in one transaction (one fsync): each result is the
+        moved run, or the error of that move (IllegalTransitionError, RunNotFoundError),
+        which does not stop the others. Order is preserved."""
+        ...
+
     async def get_run(self, run_id: str) -> Run | None: ...
 
     async def list_runs(self, query: RunQuery) -> list[Run]:
@@ -238,10 +256,12 @@ class Store(Protocol):
         ...
 
     async def wait_for_change(self, token: int, *, max_wait: float) -> int:
-        """Return the change token once it differs from `token`, or after `max_wait`
-        seconds. Woken by the store itself where it can be (SQLite: a doorbell socket that
+        """Return a token once runs were changed by another process (or connection) since
+        `token` was returned, or after `max_wait` seconds. Start with token -1 (returns at
+        once). Woken by the store itself where it can be (SQLite: a doorbell socket that
         other processes ring after committing; PostgreSQL: LISTEN/NOTIFY), so the caller
-        need not poll the queue."""
+        need not poll the queue. Changes made through this store object may be left out:
+        their caller knows of them."""
         ...
 
     # ---- lease and heartbeat -------------------------------------------------------

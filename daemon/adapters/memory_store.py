@@ -48,7 +48,7 @@ from daemon.domain.ticks import (
     TickCommit,
     TickStatus,
 )
-from daemon.errors import LeaseLostError, RunNotFoundError
+from daemon.errors import IllegalTransitionError, LeaseLostError, RunNotFoundError, TickdError
 from daemon.ports import (
     CreateResult,
     Lease,
@@ -56,6 +56,7 @@ from daemon.ports import (
     PurgeCounts,
     Retention,
     RunEvent,
+    RunMove,
     RunQuery,
     TickQuery,
 )
@@ -271,23 +272,40 @@ class MemoryStore:
         error: str | None = None,
         event: Mapping[str, Any] | None = None,
     ) -> Run:
-        data = json_copy(event or {})
         async with self._lock:
             await self._enter()
-            current = self._runs.get(run_id)
-            if current is None:
-                raise RunNotFoundError(run_id)
-            moved = current.moved_to(status, now=now, error=error)
-            moved = dataclasses.replace(
-                moved, started_at=opt_utc(moved.started_at), ended_at=opt_utc(moved.ended_at)
+            return self._move(
+                RunMove(run_id=run_id, status=status, now=now, error=error, event=event)
             )
-            self._runs[run_id] = moved
-            pk = partition_dedup(moved)
-            if not status.is_active and pk is not None and self._active_partition.get(pk) == run_id:
-                del self._active_partition[pk]
-            self._add_event(run_id, f"run.{status.value.lower()}", now, data)
-            self._changes += 1
-            return moved
+
+    async def transition_runs(self, moves: Sequence[RunMove]) -> list[Run | TickdError]:
+        results: list[Run | TickdError] = []
+        async with self._lock:
+            await self._enter()
+            for move in moves:
+                try:
+                    results.append(self._move(move))
+                except (IllegalTransitionError, RunNotFoundError) as exc:
+                    results.append(exc)
+        return results
+
+    def _move(self, move: RunMove) -> Run:
+        run_id, status, now = move.run_id, move.status, move.now
+        data = json_copy(move.event or {})
+        current = self._runs.get(run_id)
+        if current is None:
+            raise RunNotFoundError(run_id)
+        moved = current.moved_to(status, now=now, error=move.error)
+        moved = dataclasses.replace(
+            moved, started_at=opt_utc(moved.started_at), ended_at=opt_utc(moved.ended_at)
+        )
+        self._runs[run_id] = moved
+        pk = partition_dedup(moved)
+        if not status.is_active and pk is not None and self._active_partition.get(pk) == run_id:
+            del self._active_partition[pk]
+        self._add_event(run_id, f"run.{status.value.lower()}", now, data)
+        self._changes += 1
+        return moved
 
     def _add_event(self, run_id: str, kind: str, at: datetime, data: Mapping[str, Any]) -> None:
         event = RunEvent(run_id=run_id, seq=self._next_seq(), at=utc(at), kind=kind, data=data)

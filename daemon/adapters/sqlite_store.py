@@ -64,6 +64,7 @@ from daemon.errors import (
     LeaseLostError,
     RunNotFoundError,
     StoreError,
+    TickdError,
 )
 from daemon.ports import (
     CreateResult,
@@ -72,6 +73,7 @@ from daemon.ports import (
     PurgeCounts,
     Retention,
     RunEvent,
+    RunMove,
     RunQuery,
     TickQuery,
 )
@@ -413,37 +415,53 @@ class SqliteStore:
         error: str | None = None,
         event: Mapping[str, Any] | None = None,
     ) -> Run:
-        data = dumps(dict(event or {}))
+        move = RunMove(run_id=run_id, status=status, now=now, error=error, event=event)
         async with self._write() as tx:
-            rows = list(
-                await tx.conn.execute_fetchall(
-                    f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
-                )
+            return await self._move(tx, move)
+
+    async def transition_runs(self, moves: Sequence[RunMove]) -> list[Run | TickdError]:
+        results: list[Run | TickdError] = []
+        if not moves:
+            return results
+        async with self._write() as tx:
+            for move in moves:
+                try:
+                    results.append(await self._move(tx, move))
+                except (IllegalTransitionError, RunNotFoundError) as exc:  # nothing written
+                    results.append(exc)
+        return results
+
+    async def _move(self, tx: _Tx, move: RunMove) -> Run:
+        run_id, status, now = move.run_id, move.status, move.now
+        rows = list(
+            await tx.conn.execute_fetchall(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
             )
-            if not rows:
-                raise RunNotFoundError(run_id)
-            current = run_from_row(rows[0])
-            moved = current.moved_to(status, now=now, error=error)
-            updated = list(
-                await tx.conn.execute_fetchall(
-                    _TRANSITION,
-                    (
-                        moved.status.value,
-                        enc_opt_time(moved.started_at),
-                        enc_opt_time(moved.ended_at),
-                        moved.error,
-                        run_id,
-                        current.status.value,
-                    ),
-                )
+        )
+        if not rows:
+            raise RunNotFoundError(run_id)
+        current = run_from_row(rows[0])
+        moved = current.moved_to(status, now=now, error=move.error)
+        updated = list(
+            await tx.conn.execute_fetchall(
+                _TRANSITION,
+                (
+                    moved.status.value,
+                    enc_opt_time(moved.started_at),
+                    enc_opt_time(moved.ended_at),
+                    moved.error,
+                    run_id,
+                    current.status.value,
+                ),
             )
-            if not updated:  # compare-and-set lost: someone moved it first
-                raise IllegalTransitionError(run_id, current.status.value, status.value)
-            tx.runs_changed = True
-            await tx.conn.execute(
-                "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
-                (run_id, enc_time(now), f"run.{status.value.lower()}", data),
-            )
+        )
+        if not updated:  # compare-and-set lost: someone moved it first
+            raise IllegalTransitionError(run_id, current.status.value, status.value)
+        tx.runs_changed = True
+        await tx.conn.execute(
+            "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
+            (run_id, enc_time(now), f"run.{status.value.lower()}", dumps(dict(move.event or {}))),
+        )
         return run_from_row(updated[0])
 
     async def get_run(self, run_id: str) -> Run | None:
@@ -635,15 +653,21 @@ class SqliteStore:
 
     async def wait_for_change(self, token: int, *, max_wait: float) -> int:
         """The first call makes this store the listener of the doorbell beside the file;
-        other processes ring it after committing a change to runs."""
+        other processes ring it after committing a change to runs. The token is
+        `PRAGMA data_version`, which moves only for other connections' commits: what this
+        store object writes its own caller already knows about."""
         if self._bell is None:
             self._bell = Doorbell(self._bell_path)
             self._bell.listen()  # if it cannot, wait() naps and the token is re-read
-        new = await self.change_token()
+        new = await self._data_version()
         if new != token:
             return new
         await self._bell.wait(max_wait)
-        return await self.change_token()
+        return await self._data_version()
+
+    async def _data_version(self) -> int:
+        async with self._read() as conn:
+            return int(await scalar(conn, "PRAGMA data_version"))
 
     # ---- lease -----------------------------------------------------------------------------
 
