@@ -99,3 +99,28 @@ async def test_active_runs_of_an_instigator_oldest_first(store: Store, make_run:
     await store.transition_run(runs[3].run_id, RunStatus.CANCELED, now=T0)
     assert len(await store.active_runs_of(runs[0].instigator)) == 2
     assert len(await store.active_runs_of(other)) == 1
+
+
+async def test_transition_runs_moves_many_and_reports_each_failure(
+    store: Store, make_run: MakeRun
+) -> None:
+    from daemon.ports import RunMove
+
+    a, b = make_run(), make_run()
+    await store.create_runs([a, b])
+    results = await store.transition_runs(
+        [
+            RunMove(run_id=a.run_id, status=RunStatus.STARTING, now=T0),
+            RunMove(run_id=b.run_id, status=RunStatus.SUCCESS, now=T0),  # illegal from QUEUED
+            RunMove(run_id="no-such-run", status=RunStatus.CANCELED, now=T0),
+            RunMove(run_id=a.run_id, status=RunStatus.RUNNING, now=T0, event={"pid": 7}),
+        ]
+    )
+    assert isinstance(results[0], Run) and results[0].status is RunStatus.STARTING
+    assert isinstance(results[1], IllegalTransitionError)
+    assert isinstance(results[2], RunNotFoundError)
+    assert isinstance(results[3], Run) and results[3].started_at == T0
+    assert (await store.get_run(b.run_id)).status is RunStatus.QUEUED  # untouched
+    kinds = [e.kind for e in await store.run_events(a.run_id)]
+    assert kinds[-2:] == ["run.starting", "run.running"]
+    assert await store.transition_runs([]) == []
