@@ -109,6 +109,46 @@ class StoreLocationError(StoreError):
         super().__init__(f"cannot open store {location}: {problem}")
 
 
+class StoreFullError(StoreError):
+    """The disk (or the database's size limit) is full; the failed write left nothing."""
+
+    def __init__(self, location: str, detail: str) -> None:
+        self.location = location
+        super().__init__(
+            f"store {location} is full ({detail}); nothing of the failed write was kept. "
+            "Free space on the filesystem that holds it, or run `tickd purge`"
+        )
+
+
+class StoreBusyError(StoreError):
+    """Another process held the store's write lock for longer than we are willing to wait."""
+
+    def __init__(self, location: str, waited_s: float) -> None:
+        self.location = location
+        super().__init__(
+            f"store {location} stayed locked by another process for {waited_s:.0f}s; "
+            "check for a stuck tickd or sqlite3 shell holding a transaction open"
+        )
+
+
+class StoreClosedError(StoreError):
+    def __init__(self, location: str) -> None:
+        self.location = location
+        super().__init__(f"store {location} is closed; open it again with open_store()")
+
+
+class DuplicateIdError(StoreError):
+    """A run or tick id that is already stored: ids are fresh per run and per tick."""
+
+    def __init__(self, what: str, ident: str) -> None:
+        self.what = what
+        self.ident = ident
+        super().__init__(
+            f"{what} id {ident!r} is already stored; give every new {what} a fresh id "
+            "(daemon.domain.ids.new_id)"
+        )
+
+
 class LeaseHeldError(StoreError):
     """Another daemon holds the scheduler lease of this store."""
 

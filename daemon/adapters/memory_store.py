@@ -20,8 +20,6 @@ import anyio.lowlevel
 
 from daemon.adapters.store_codec import (
     Batch,
-    DuplicateIdError,
-    StoreClosedError,
     check_unique_ids,
     decision,
     json_copy,
@@ -48,7 +46,14 @@ from daemon.domain.ticks import (
     TickCommit,
     TickStatus,
 )
-from daemon.errors import IllegalTransitionError, LeaseLostError, RunNotFoundError, TickdError
+from daemon.errors import (
+    DuplicateIdError,
+    IllegalTransitionError,
+    LeaseLostError,
+    RunNotFoundError,
+    StoreClosedError,
+    TickdError,
+)
 from daemon.ports import (
     CreateResult,
     Lease,

@@ -17,10 +17,11 @@ from typing import Any
 import aiosqlite
 import anyio
 
-from daemon.adapters.store_codec import StoreBusyError, StoreFullError
 from daemon.errors import (
     NotATickdStoreError,
+    StoreBusyError,
     StoreError,
+    StoreFullError,
     StoreLocationError,
     StoreTooNewError,
 )

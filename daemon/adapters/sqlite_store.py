@@ -30,8 +30,6 @@ from daemon.adapters.store_codec import (
     STATE_COLUMNS,
     TICK_COLUMNS,
     Batch,
-    DuplicateIdError,
-    StoreClosedError,
     check_unique_ids,
     dec_time,
     decision,
@@ -60,9 +58,11 @@ from daemon.domain.ticks import (
     TickCommit,
 )
 from daemon.errors import (
+    DuplicateIdError,
     IllegalTransitionError,
     LeaseLostError,
     RunNotFoundError,
+    StoreClosedError,
     StoreError,
     TickdError,
 )

@@ -23,12 +23,12 @@ from daemon.adapters.memory_store import MemoryStore
 from daemon.adapters.open_store import open_store
 from daemon.adapters.sqlite_file import APPLICATION_ID, LATEST_VERSION
 from daemon.adapters.sqlite_store import SqliteStore
-from daemon.adapters.store_codec import StoreFullError
 from daemon.domain.limits import ConcurrencyLimits
 from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
 from daemon.errors import (
     IllegalTransitionError,
     NotATickdStoreError,
+    StoreFullError,
     StoreLocationError,
     StoreTooNewError,
 )

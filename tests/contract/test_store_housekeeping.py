@@ -8,11 +8,10 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
-from daemon.adapters.store_codec import StoreClosedError
 from daemon.domain.limits import ConcurrencyLimits
 from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
 from daemon.domain.ticks import TickCommit, TickStatus
-from daemon.errors import LeaseHeldError, LeaseLostError, RunNotFoundError
+from daemon.errors import LeaseHeldError, LeaseLostError, RunNotFoundError, StoreClosedError
 from daemon.ports import Retention, RunQuery, Store, TickQuery
 
 pytestmark = pytest.mark.anyio

@@ -12,9 +12,9 @@ import pytest
 
 from daemon.adapters.memory_store import MemoryStore
 from daemon.adapters.sqlite_store import SqliteStore
-from daemon.adapters.store_codec import DuplicateIdError
 from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
 from daemon.domain.ticks import Outcome
+from daemon.errors import DuplicateIdError
 from daemon.ports import RunQuery, Store
 
 pytestmark = pytest.mark.anyio

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from daemon.adapters.store_codec import DuplicateIdError
 from daemon.domain.runs import Instigator, InstigatorKind, Run
 from daemon.domain.ticks import (
     Decision,
@@ -19,7 +18,7 @@ from daemon.domain.ticks import (
     TickCommit,
     TickStatus,
 )
-from daemon.errors import LeaseLostError
+from daemon.errors import DuplicateIdError, LeaseLostError
 from daemon.ports import RunQuery, Store, TickQuery
 
 pytestmark = pytest.mark.anyio
