@@ -23,8 +23,14 @@ def test_journal_stream_is_detected_by_device_and_inode(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("key", "name"),
-    [("instigator", "INSTIGATOR"), ("run_id", "RUN_ID"), ("lag_s", "LAG_S"),
-     ("_private", "PRIVATE"), ("2fast", None), ("a.b", "A_B")],
+    [
+        ("instigator", "INSTIGATOR"),
+        ("run_id", "RUN_ID"),
+        ("lag_s", "LAG_S"),
+        ("_private", "PRIVATE"),
+        ("2fast", None),
+        ("a.b", "A_B"),
+    ],
 )
 def test_field_names(key: str, name: str | None) -> None:
     assert field_name(key) == name
@@ -42,8 +48,13 @@ def test_processor_sends_fields_and_drops_the_stdout_line(tmp_path: Path) -> Non
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as journal:
         journal.bind(address)
         processor = JournalProcessor(address)
-        event = {"event": "tick.completed", "level": "info", "instigator": "daily_report",
-                 "runs_created": 1, "run_ids": ["x"]}
+        event = {
+            "event": "tick.completed",
+            "level": "info",
+            "instigator": "daily_report",
+            "runs_created": 1,
+            "run_ids": ["x"],
+        }
         with pytest.raises(structlog.DropEvent):
             processor(None, "info", event)
         processor.close()
