@@ -12,9 +12,10 @@ segments of constant UTC offset, matches the wall time's fields and applies the 
 * Any other cron fires at every real instant whose wall time matches: both occurrences of
   a repeated hour, nothing inside a gap.
 * Day-of-month and day-of-week: when both are *restricted* a day matching either fires,
-  otherwise both must match. "Restricted" is ISC cron's definition by default (the field
-  does not start with ``*``, so ``*/2`` is not restricted); ``star_step_restricts=True``
-  selects croniter's (any field but a bare ``*`` is restricted).
+  otherwise both must match. "Restricted" is ISC cron's definition: the field does not
+  start with ``*`` (its entry.c sets DOM_STAR / DOW_STAR on the first character), so
+  ``*/2`` is not restricted.
+* A range is inclusive, ``5-5`` being the single value 5.
 
 Everything is integers: instants are UTC minutes since 1970-01-01, offsets minutes, and a
 wall time is ``instant + offset``. Offsets come from `zoneinfo`, sampled every 15 minutes
@@ -139,7 +140,7 @@ class CronSpec:
 
 
 @lru_cache(maxsize=1024)
-def parse(expression: str, *, star_step_restricts: bool = False) -> CronSpec:
+def parse(expression: str) -> CronSpec:
     """The CronSpec of a 5-field `expression` (minute hour day-of-month month day-of-week)."""
     fields = expression.split()
     if len(fields) != 5:
@@ -151,9 +152,6 @@ def parse(expression: str, *, star_step_restricts: bool = False) -> CronSpec:
     months = parse_field(month, 1, 12, _MONTH_NAMES)
     weekdays = {d % 7 for d in parse_field(dow, 0, 7, _DAY_NAMES)}  # 7 is Sunday too
 
-    def restricted(field: str) -> bool:
-        return field != "*" if star_step_restricts else not field.startswith("*")
-
     mask = bytes(1 if (m // 60 in hours and m % 60 in minutes) else 0 for m in range(DAY))
     return CronSpec(
         expression=expression,
@@ -162,7 +160,7 @@ def parse(expression: str, *, star_step_restricts: bool = False) -> CronSpec:
         days=frozenset(days),
         months=frozenset(months),
         weekdays=frozenset(weekdays),
-        day_or=restricted(dom) and restricted(dow),
+        day_or=not dom.startswith("*") and not dow.startswith("*"),
         fixed="*" not in minute and "*" not in hour,
         time_mask=mask,
     )
@@ -337,7 +335,6 @@ def oracle_fire_times(
     after: datetime,
     until: datetime,
     *,
-    star_step_restricts: bool = False,
     sample: int = SAMPLE,
     known: Sequence[Segment] | None = None,
 ) -> list[datetime]:
@@ -346,7 +343,7 @@ def oracle_fire_times(
     The zone's offsets are sampled every `sample` seconds around the span, unless `known`
     gives its segments already (over a longer span: they are clipped to this one).
     """
-    spec = parse(expression, star_step_restricts=star_step_restricts)
+    spec = parse(expression)
     lo, hi = _span(after, until)
     if hi < lo:
         return []
@@ -362,11 +359,9 @@ def literal_fire_times(
     zone: str,
     after: datetime,
     until: datetime,
-    *,
-    star_step_restricts: bool = False,
 ) -> list[datetime]:
     """The rule stated the slow way: zoneinfo for every minute, ``fold`` for repeats."""
-    spec = parse(expression, star_step_restricts=star_step_restricts)
+    spec = parse(expression)
     lo, hi = _span(after, until)
     fires: list[datetime] = []
     if hi < lo:

@@ -2,10 +2,9 @@
 rule's invariants on the domain's own output.
 
 Windows are 3 days long and, half the time, start up to 36 hours before a change of offset
-of the zone (so that they span it); otherwise anywhere in 2000-2035. Day fields are drawn
-without '*/n' (a known disagreement on what "restricted" means, pinned by the xfail table
-in test_dst_oracle.py), so ISC's and croniter's readings of the day-of-month /
-day-of-week OR agree here. `TICKD_DST_EXAMPLES` raises the number of examples.
+of the zone (so that they span it); otherwise anywhere in 2000-2035. Crons are numeric:
+values, ranges (equal bounds included), steps and lists in every field, '*/n' in the day
+fields too. `TICKD_DST_EXAMPLES` raises the number of examples.
 """
 
 from __future__ import annotations
@@ -44,9 +43,7 @@ FIRST, LAST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2036, 1, 1, tzinfo=UTC)
 def item(low: int, high: int) -> st.SearchStrategy[str]:
     """One list item of a field: a value, a range or a stepped range."""
     value = st.integers(low, high)
-    # Equal bounds ('5-5') are left out: croniter reads them as the whole field (pinned by
-    # the xfail table in test_dst_oracle.py).
-    bounds = st.tuples(value, value).filter(lambda ab: ab[0] != ab[1]).map(sorted)
+    bounds = st.tuples(value, value).map(sorted)
     return st.one_of(
         value.map(str),
         bounds.map(lambda ab: f"{ab[0]}-{ab[1]}"),
@@ -56,20 +53,21 @@ def item(low: int, high: int) -> st.SearchStrategy[str]:
     )
 
 
-def field(low: int, high: int, *, star_steps: bool) -> st.SearchStrategy[str]:
-    """A whole field: '*', '*/n' (when allowed), or a list of one to three items."""
-    options = [st.just("*"), st.lists(item(low, high), min_size=1, max_size=3).map(",".join)]
-    if star_steps:
-        options.append(st.integers(1, high - low + 1).map(lambda n: f"*/{n}"))
-    return st.one_of(*options)
+def field(low: int, high: int) -> st.SearchStrategy[str]:
+    """A whole field: '*', '*/n', or a list of one to three items."""
+    return st.one_of(
+        st.just("*"),
+        st.integers(1, high - low + 1).map(lambda n: f"*/{n}"),
+        st.lists(item(low, high), min_size=1, max_size=3).map(",".join),
+    )
 
 
-MINUTES = field(0, 59, star_steps=True)
-HOURS = field(0, 23, star_steps=True)
+MINUTES = field(0, 59)
+HOURS = field(0, 23)
 # Mostly every day and month, so that most crons fire inside a 3-day window.
-DAYS = st.one_of(st.just("*"), st.just("*"), field(1, 31, star_steps=False))
-MONTHS = st.one_of(st.just("*"), st.just("*"), st.just("*"), field(1, 12, star_steps=False))
-WEEKDAYS = st.one_of(st.just("*"), st.just("*"), field(0, 7, star_steps=False))
+DAYS = st.one_of(st.just("*"), st.just("*"), field(1, 31))
+MONTHS = st.one_of(st.just("*"), st.just("*"), st.just("*"), field(1, 12))
+WEEKDAYS = st.one_of(st.just("*"), st.just("*"), field(0, 7))
 crons = st.tuples(MINUTES, HOURS, DAYS, MONTHS, WEEKDAYS).map(" ".join)
 
 
