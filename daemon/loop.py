@@ -417,7 +417,7 @@ class Scheduler:
                 outcomes[pending.key] = False
                 continue
             assert pending.result is not None
-            self._remember(pending.key, pending.commits, pending.result)
+            self._remember(pending.key, pending.commits)
             outcomes[pending.key] = True
         return outcomes
 
@@ -460,7 +460,7 @@ class Scheduler:
         if self.on_enqueued is not None and any(t.run_ids for t in ticks):
             self.on_enqueued()
 
-    def _remember(self, key: Key, commits: list[TickCommit], ticks: list[Tick]) -> None:
+    def _remember(self, key: Key, commits: list[TickCommit]) -> None:
         state = self._states.get(key) or InstigatorState(
             instigator=Instigator(kind=key[0], name=key[1])
         )
@@ -473,7 +473,6 @@ class Scheduler:
                 last_run_key=u.last_run_key or state.last_run_key,
             )
         self._states[key] = state
-        del ticks
 
     # ---- helpers -------------------------------------------------------------------------
 

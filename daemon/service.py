@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
-from typing import Any
 
 import anyio
 import structlog
@@ -66,7 +65,6 @@ class Daemon:
         self._scheduler_scope = anyio.CancelScope()
         self._executors_ready = anyio.Event()
         self._stopping = anyio.Event()
-        self._tg: Any = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until SIGTERM/SIGINT (or `stop()`). Raises nothing for a clean stop."""
@@ -75,7 +73,6 @@ class Daemon:
         sched_cfg = self.config.scheduler
         async with AsyncExitStack() as stack:
             tg = await stack.enter_async_context(anyio.create_task_group())
-            self._tg = tg
             tg.start_soon(self._signals)
             self.lease = await self._acquire_lease()
             if self.lease is None:  # stopped while waiting

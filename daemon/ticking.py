@@ -76,6 +76,7 @@ class Evaluator:
         self,
         instigator: Instigator,
         *,
+        tick_id: str | None = None,
         status: TickStatus,
         started_at: datetime,
         scheduled_for: datetime | None = None,
@@ -85,7 +86,7 @@ class Evaluator:
         cursor_after: str | None = None,
     ) -> Tick:
         return Tick(
-            tick_id=self.ids.new(started_at),
+            tick_id=tick_id or self.ids.new(started_at),
             instigator=instigator,
             status=status,
             started_at=started_at,
@@ -151,6 +152,7 @@ class Evaluator:
     ) -> TickCommit:
         """Evaluate one tick of `schedule` (its function, or one run of its job)."""
         started = self.now()
+        tick_id = self.ids.new(started)
         instigator = schedule_instigator(schedule.name)
         state = StateUpdate(last_tick_at=scheduled_for)
         what = f"schedule {schedule.name!r}"
@@ -158,6 +160,7 @@ class Evaluator:
         def done(status: TickStatus, *, skip: str | None = None, error: str | None = None) -> Tick:
             return self._tick(
                 instigator,
+                tick_id=tick_id,
                 status=status,
                 started_at=started,
                 scheduled_for=scheduled_for,
@@ -188,13 +191,12 @@ class Evaluator:
                 ),
                 now=started,
                 ids=self.ids,
+                tick_id=tick_id,
                 scheduled_for=scheduled_for,
             )
         except EvaluationError as exc:
             return TickCommit(tick=done(TickStatus.FAILURE, error=exc.text), state=state)
-        tick = done(TickStatus.SUCCESS)
-        runs = [_with_tick(r, tick.tick_id) for r in runs]
-        return TickCommit(tick=tick, runs=tuple(runs), state=state)
+        return TickCommit(tick=done(TickStatus.SUCCESS), runs=tuple(runs), state=state)
 
     async def _schedule_answer(self, schedule: Schedule, scheduled_for: datetime) -> Answer:
         if schedule.fn is None:
@@ -231,6 +233,7 @@ class Evaluator:
     ) -> TickCommit:
         """Evaluate a sensor once (a run-status sensor for `finished_run`)."""
         started = self.now()
+        tick_id = self.ids.new(started)
         instigator = sensor_instigator(sensor.name)
         what = f"sensor {sensor.name!r}"
         context: SensorContext | RunStatusContext
@@ -285,10 +288,12 @@ class Evaluator:
                 defaults=RunDefaults(job=default_job),
                 now=started,
                 ids=self.ids,
+                tick_id=tick_id,
             )
         except EvaluationError as exc:
             tick = self._tick(
                 instigator,
+                tick_id=tick_id,
                 status=TickStatus.FAILURE,
                 started_at=started,
                 error=exc.text,
@@ -299,6 +304,7 @@ class Evaluator:
         new_cursor = answer.cursor if answer.set_cursor else cursor
         tick = self._tick(
             instigator,
+            tick_id=tick_id,
             status=TickStatus.SUCCESS if runs else TickStatus.SKIPPED,
             started_at=started,
             skip_reason=None if runs else answer.skip_reason,
@@ -308,7 +314,7 @@ class Evaluator:
         keyed = [r.run_key for r in runs if r.run_key is not None]
         return TickCommit(
             tick=tick,
-            runs=tuple(_with_tick(r, tick.tick_id) for r in runs),
+            runs=tuple(runs),
             state=StateUpdate(
                 cursor=answer.cursor,
                 set_cursor=answer.set_cursor,
@@ -316,9 +322,3 @@ class Evaluator:
                 last_run_key=keyed[-1] if keyed else None,
             ),
         )
-
-
-def _with_tick(run: Run, tick_id: str) -> Run:
-    from dataclasses import replace
-
-    return replace(run, tick_id=tick_id)
