@@ -324,15 +324,40 @@ def _validate(expression: str) -> tuple[str, ...]:
     if problem is not None:
         raise InvalidCronError(expression, None, problem)
     _check_dates(expression, fields[-5:])
-    return tuple(_one_value_ranges(f) for f in fields)
+    month, dow = len(fields) - 2, len(fields) - 1
+    named = {month: _MONTH_NAMES, dow: _DAY_NAMES}
+    return tuple(_one_value_ranges(f, named.get(i)) for i, f in enumerate(fields))
 
 
-_EQUAL_RANGE = re.compile(r"(?<![\w-])(\d+)-\1(?:/\d+)?(?![\w-])")
+_RANGE_ITEM = re.compile(r"^([0-9a-z]+)-([0-9a-z]+)(/\d+)?$", re.IGNORECASE)
+_MONTH_NAMES = {
+    m: i
+    for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+        start=1,
+    )
+}
+_DAY_NAMES = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
 
 
-def _one_value_ranges(field_text: str) -> str:
-    """`5-5` (and `5-5/2`) is the single value 5; croniter 7 reads it as the whole field."""
-    return _EQUAL_RANGE.sub(r"\1", field_text)
+def _one_value_ranges(field_text: str, names: dict[str, int] | None = None) -> str:
+    """A range whose bounds are equal (`5-5`, `05-5/2`, `mon-mon`) is that single value;
+    croniter 7 reads it as the whole field."""
+    items = []
+    for item in field_text.split(","):
+        m = _RANGE_ITEM.match(item)
+        if m is not None:
+            low, high = (_bound(b, names) for b in (m.group(1), m.group(2)))
+            if low is not None and low == high:
+                item = m.group(1)
+        items.append(item)
+    return ",".join(items)
+
+
+def _bound(text: str, names: dict[str, int] | None) -> int | None:
+    if text.isdigit():
+        return int(text)
+    return None if names is None else names.get(text.lower())
 
 
 def _field_problem(name: str, value: str) -> str | None:

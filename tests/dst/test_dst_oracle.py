@@ -304,12 +304,6 @@ def test_an_equal_range_is_one_value(
     assert list(parse_cron(expression, zone).fire_times(after, until)) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon.domain.cron rewrites an equal range to one value only when both bounds "
-    "are the same digits (_EQUAL_RANGE); '05-5', 'mon-mon', 'feb-feb' still reach croniter, "
-    "which reads them as the whole field ('05-5 0 * * *' fires every minute of hour 0).",
-)
 @pytest.mark.parametrize(
     ("expression", "zone", "after", "until", "expected"), EQUAL_RANGE_SPELLINGS
 )
