@@ -234,13 +234,11 @@ def test_logs_follow_prints_new_lines_until_the_run_ends(home: Home) -> None:
 
     worker = threading.Thread(target=job)
     worker.start()
-    started = time.monotonic()
     code, out, _ = home.run("logs", run.run_id, "--follow")
     worker.join()
 
     assert code == 0
     assert [line.split(" ", 2)[2] for line in out.splitlines()] == ["first", "second"]
-    assert time.monotonic() - started < 5
 
 
 # ---- trigger ------------------------------------------------------------------------------
