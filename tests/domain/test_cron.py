@@ -16,7 +16,6 @@ Expectations are literal UTC instants. Zone transitions used below:
 from __future__ import annotations
 
 import pickle
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import islice, pairwise
@@ -410,12 +409,9 @@ def test_next_fire_computes_once_for_many_identical_schedules(
 
     monkeypatch.setattr(cron_module, "parse_cron", counting)
     after = z(2031, 5, 17, 8, 3, 21)  # an instant no other test asks about
-    started = time.perf_counter()
     results = {next_fire(("*/5 * * * *",), BERLIN, after) for _ in range(10_000)}
-    elapsed = time.perf_counter() - started
     assert results == {z(2031, 5, 17, 8, 5)}
-    assert calls == ["*/5 * * * *"]
-    assert elapsed < 0.25  # about 15 ms: each call after the first is a cache hit
+    assert calls == ["*/5 * * * *"]  # each call after the first is a cache hit
 
 
 def test_next_fire_needs_an_expression() -> None:
