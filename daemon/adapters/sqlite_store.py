@@ -48,7 +48,7 @@ from daemon.adapters.store_codec import (
     utc,
 )
 from daemon.domain.limits import ConcurrencyLimits, LimitCounter
-from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
+from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus, legal_sources
 from daemon.domain.ticks import (
     Decision,
     InstigatorState,
@@ -424,44 +424,53 @@ class SqliteStore:
         if not moves:
             return results
         async with self._write() as tx:
+            events: list[tuple[str, str, str, str]] = []
             for move in moves:
                 try:
-                    results.append(await self._move(tx, move))
+                    results.append(await self._move(tx, move, events))
                 except (IllegalTransitionError, RunNotFoundError) as exc:  # nothing written
                     results.append(exc)
+            await tx.conn.executemany(_INSERT_EVENT, events)
         return results
 
-    async def _move(self, tx: _Tx, move: RunMove) -> Run:
+    async def _move(
+        self, tx: _Tx, move: RunMove, events: list[tuple[str, str, str, str]] | None = None
+    ) -> Run:
+        """One compare-and-set UPDATE from any legal source status (the domain's table);
+        the event is queued in `events` (or written now). Only when the UPDATE matches
+        nothing is the run read, to say why."""
         run_id, status, now = move.run_id, move.status, move.now
-        rows = list(
-            await tx.conn.execute_fetchall(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
-            )
-        )
-        if not rows:
-            raise RunNotFoundError(run_id)
-        current = run_from_row(rows[0])
-        moved = current.moved_to(status, now=now, error=move.error)
+        at = enc_time(now)
         updated = list(
             await tx.conn.execute_fetchall(
-                _TRANSITION,
+                _MOVE,
                 (
-                    moved.status.value,
-                    enc_opt_time(moved.started_at),
-                    enc_opt_time(moved.ended_at),
-                    moved.error,
+                    status.value,
+                    status.value,
+                    at,
+                    int(status.is_terminal),
+                    at,
+                    move.error,
                     run_id,
-                    current.status.value,
+                    dumps([s.value for s in legal_sources(status)]),
                 ),
             )
         )
-        if not updated:  # compare-and-set lost: someone moved it first
-            raise IllegalTransitionError(run_id, current.status.value, status.value)
+        if not updated:
+            rows = list(
+                await tx.conn.execute_fetchall(
+                    "SELECT status FROM runs WHERE run_id = ?", (run_id,)
+                )
+            )
+            if not rows:
+                raise RunNotFoundError(run_id)
+            raise IllegalTransitionError(run_id, rows[0][0], status.value)
         tx.runs_changed = True
-        await tx.conn.execute(
-            "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
-            (run_id, enc_time(now), f"run.{status.value.lower()}", dumps(dict(move.event or {}))),
-        )
+        event = (run_id, at, f"run.{status.value.lower()}", dumps(dict(move.event or {})))
+        if events is None:
+            await tx.conn.execute(_INSERT_EVENT, event)
+        else:
+            events.append(event)
         return run_from_row(updated[0])
 
     async def get_run(self, run_id: str) -> Run | None:
@@ -875,8 +884,14 @@ INSERT INTO run_events (run_id, at, kind, data)
 SELECT value, ?2, ?3, ?4 FROM json_each(?1)
 """
 
-_TRANSITION = f"""
-UPDATE runs SET status = ?, started_at = ?, ended_at = ?, error = ?
-WHERE run_id = ? AND status = ?
+# Run.moved_to in SQL: started_at set on the first RUNNING, ended_at on a final status,
+# error kept unless a new one is given; only from a status the domain allows.
+_MOVE = f"""
+UPDATE runs SET status = ?,
+  started_at = CASE WHEN ? = 'RUNNING' AND started_at IS NULL THEN ? ELSE started_at END,
+  ended_at = CASE WHEN ? THEN ? ELSE ended_at END,
+  error = COALESCE(?, error)
+WHERE run_id = ? AND status IN (SELECT value FROM json_each(?))
 RETURNING {RUN_COLUMNS}
 """
+_INSERT_EVENT = "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)"

@@ -70,6 +70,11 @@ _LEGAL: dict[RunStatus, frozenset[RunStatus]] = {
 }
 
 
+def legal_sources(target: RunStatus) -> frozenset[RunStatus]:
+    """Every status a run may move to `target` from."""
+    return frozenset(src for src, targets in _LEGAL.items() if target in targets)
+
+
 def can_transition(current: RunStatus, target: RunStatus) -> bool:
     """Whether a run may move from `current` to `target`. Terminal states are final."""
     return target in _LEGAL.get(current, frozenset())
