@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,11 @@ import anyio
 import pytest
 
 from daemon.adapters.sqlite_store import SqliteStore
-from daemon.cli import main
 from daemon.domain.runs import Instigator, InstigatorKind
 from daemon.domain.ticks import InstigatorState, InstigatorStatus
-from daemon.loading import MODULE_PREFIX
 from daemon.ports import RunQuery, TickQuery
+
+from .home import CliHome
 
 JOBS = """
 from daemon import DailyPartitions, job
@@ -63,42 +62,9 @@ def after_quick(context):
 """
 
 
-@pytest.fixture(autouse=True)
-def _isolate_imports(tmp_path: Path) -> Iterator[None]:
-    """In-process loads put the definitions dir on sys.path and its modules in sys.modules;
-    take them out again, so a later test's `jobs.py` is not shadowed by this one's."""
-    path = list(sys.path)
-    yield
-    sys.path[:] = path
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None) or ""
-        if name.startswith(MODULE_PREFIX) or file.startswith(str(tmp_path)):
-            del sys.modules[name]
-
-
-class Home:
+class Home(CliHome):
     def __init__(self, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.root = root
-        self.defs = root / "definitions"
-        self.defs.mkdir()
-        (self.defs / "jobs.py").write_text(JOBS)
-        (self.defs / "instigators.py").write_text(INSTIGATORS)
-        self.store = root / "tickd.db"
-        self.capsys = capsys
-
-    def args(self) -> list[str]:
-        return ["--store", str(self.store), "--definitions", str(self.defs)]
-
-    def run(self, *argv: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main([*argv, *self.args()])
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def json(self, *argv: str) -> Any:
-        code, out, err = self.run(*argv, "--json")
-        assert code == 0, err
-        return json.loads(out)
+        super().__init__(root, capsys, {"jobs.py": JOBS, "instigators.py": INSTIGATORS})
 
     def create_store(self) -> None:
         anyio.run(self._close_new, backend="asyncio")
