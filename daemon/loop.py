@@ -249,6 +249,12 @@ class Scheduler:
             key = (InstigatorKind.SENSOR, sensor.name)
             self._push(key, self._sensor_due(sensor))
 
+    def _reschedule(self, key: Key, due: datetime | None, committed: bool) -> None:
+        """Queue the next evaluation; after a failed commit, not before COMMIT_RETRY."""
+        if not committed and due is not None:
+            due = max(due, self.clock.now() + COMMIT_RETRY)
+        self._push(key, due)
+
     def _push(self, key: Key, due: datetime | None) -> None:
         gen = self._generation.get(key, 0) + 1
         self._generation[key] = gen
@@ -324,10 +330,7 @@ class Scheduler:
         if ok and sched.overlap is Overlap.CANCEL_PREVIOUS and any(c.runs for c in commits):
             await self._cancel_previous(sched, active)
         if self._defs.schedules.get(name) is sched:
-            due = self._schedule_due(sched)
-            if not ok and due is not None:
-                due = max(due, self.clock.now() + COMMIT_RETRY)
-            self._push(key, due)
+            self._reschedule(key, self._schedule_due(sched), committed=ok)
 
     async def _evaluate_plain(self, schedules: list[Schedule]) -> None:
         """Schedules without a function and without an overlap policy run no user code and
@@ -341,12 +344,8 @@ class Scheduler:
             ]
             outcomes = await self._commit_many([(k, c) for k, c in items if c])
             for sched, key in zip(schedules, keys, strict=True):
-                if self._defs.schedules.get(sched.name) is not sched:
-                    continue
-                due = self._schedule_due(sched)
-                if not outcomes.get(key, True) and due is not None:
-                    due = max(due, self.clock.now() + COMMIT_RETRY)
-                self._push(key, due)
+                if self._defs.schedules.get(sched.name) is sched:
+                    self._reschedule(key, self._schedule_due(sched), outcomes.get(key, True))
         finally:
             for key in keys:
                 self._inflight.discard(key)
@@ -386,10 +385,7 @@ class Scheduler:
             )
         ok = await self._commit(key, [commit])
         if self._defs.sensors.get(name) is sensor:
-            due = self._sensor_due(sensor)
-            if not ok and due is not None:
-                due = max(due, self.clock.now() + COMMIT_RETRY)
-            self._push(key, due)
+            self._reschedule(key, self._sensor_due(sensor), committed=ok)
 
     # ---- committing --------------------------------------------------------------------
 

@@ -143,9 +143,9 @@ class Daemon:
                 errors=len(result.errors),
             )
         else:
-            log.info("definitions.reloaded", **self._counts(result.registry))
             if self.scheduler is not None:
                 await self.scheduler.replace_definitions(result.registry)
+                log.info("definitions.reloaded", **self.scheduler.status_counts())
                 self.dispatcher.replace_jobs(result.registry.jobs)
                 await self._executors_ready.wait()  # a pool still starting is not reloaded
                 for executor in set(self._executors.values()):
@@ -292,14 +292,6 @@ class Daemon:
             self.notify.watchdog()
             self.notify.status(self._status_line())
             await self.clock.sleep_until(self.clock.now() + timedelta(seconds=interval))
-
-    @staticmethod
-    def _counts(registry: Registry) -> dict[str, int]:
-        return {
-            "jobs": len(registry.jobs),
-            "schedules": len(registry.schedules),
-            "sensors": len(registry.sensors) + len(registry.run_status_sensors),
-        }
 
     def _status_line(self) -> str:
         if self.scheduler is None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,3 +43,16 @@ class CliHome:
         code, out, err = self.run(*argv, "--json")
         assert code == 0, err
         return json.loads(out)
+
+    def process(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """The same command through a real `python -m daemon` process."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKD_")}
+        env["NO_COLOR"] = "1"
+        return subprocess.run(
+            [sys.executable, "-m", "daemon", *argv, *self.args()],
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )

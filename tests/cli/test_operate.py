@@ -4,9 +4,6 @@ through a real process."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -406,30 +403,17 @@ def test_sensors_stop_and_start(home: Home) -> None:
 # ---- through a real process --------------------------------------------------------------
 
 
-def _tickd(home: Home, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKD_")}
-    env["NO_COLOR"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", *argv, *home.args()],
-        cwd=home.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def test_a_real_process_previews_and_refuses(home: Home) -> None:
-    done = _tickd(home, "schedules", "preview", "nightly", "--from", "2026-03-29", "--json")
+    done = home.process("schedules", "preview", "nightly", "--from", "2026-03-29", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["fires"][0]["flags"] == ["offset_changed", "moved_from_gap"]
 
-    done = _tickd(home, "sensors", "stop", "nope")
+    done = home.process("sensors", "stop", "nope")
     assert done.returncode == 1
     assert "no schedule or sensor named 'nope'" in done.stderr
     assert done.stdout == ""
 
-    done = _tickd(home, "sensors", "preview", "watcher")
+    done = home.process("sensors", "preview", "watcher")
     assert done.returncode == 0
     assert "a sensor that prints" not in done.stdout
     assert home.counts() == (0, 0)

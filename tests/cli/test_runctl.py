@@ -5,9 +5,6 @@ exit codes through a real process."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -521,34 +518,21 @@ def test_purge_follows_the_configured_retention(home: Home, tmp_path: Path) -> N
 # ---- through a real process --------------------------------------------------------------
 
 
-def _tickd(home: Home, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKD_")}
-    env["NO_COLOR"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", *argv, *home.args()],
-        cwd=home.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def test_exit_codes_through_a_real_process(home: Home) -> None:
-    done = _tickd(home, "trigger", "quick", "--config", "{bad")
+    done = home.process("trigger", "quick", "--config", "{bad")
     assert done.returncode == 2
     assert "--config is not valid JSON" in done.stderr
     assert home.runs() == []
 
-    done = _tickd(home, "trigger", "quick")
+    done = home.process("trigger", "quick")
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.strip()
     assert home.get(run_id).status is RunStatus.QUEUED
 
-    done = _tickd(home, "cancel", run_id)
+    done = home.process("cancel", run_id)
     assert done.returncode == 0
-    done = _tickd(home, "cancel", run_id)
+    done = home.process("cancel", run_id)
     assert done.returncode == 1
     assert "already finished with CANCELED" in done.stderr
 
-    assert _tickd(home, "status").returncode == 1
+    assert home.process("status").returncode == 1
