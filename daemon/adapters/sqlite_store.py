@@ -322,7 +322,7 @@ class SqliteStore:
 
     async def _insert_ticks(self, conn: aiosqlite.Connection, ticks: Sequence[Tick]) -> None:
         try:
-            await conn.executemany(_INSERT_TICK, [tick_to_row(t) for t in ticks])
+            await conn.execute(_INSERT_TICKS, (dumps([tick_to_row(t) for t in ticks]),))
         except sqlite3.IntegrityError as e:  # the primary key: a tick committed before
             raise DuplicateIdError("tick", ", ".join(t.tick_id for t in ticks)) from e
 
@@ -776,10 +776,7 @@ class SqliteStore:
 
     async def run_events(self, run_id: str) -> list[RunEvent]:
         async with self._read() as conn:
-            rows = await conn.execute_fetchall(
-                "SELECT seq, at, kind, data FROM run_events WHERE run_id = ? ORDER BY seq",
-                (run_id,),
-            )
+            rows = await conn.execute_fetchall(_RUN_EVENTS, (run_id,))
         return [
             RunEvent(run_id=run_id, seq=seq, at=dec_time(at), kind=kind, data=json.loads(data))
             for seq, at, kind, data in rows
@@ -839,8 +836,10 @@ SELECT ? AS grp, j.key, r.run_id FROM json_each(?) AS j CROSS JOIN runs AS r
    AND r.partition_key IS NOT NULL AND r.status IN {_ACTIVE}
 """
 
-_INSERT_TICK = (
-    f"INSERT INTO ticks ({TICK_COLUMNS}) VALUES ({', '.join('?' * len(TICK_COLUMNS.split(',')))})"
+_INSERT_TICKS = (
+    f"INSERT INTO ticks ({TICK_COLUMNS}) SELECT "
+    + ", ".join(f"value ->> {i}" for i in range(len(TICK_COLUMNS.split(","))))
+    + " FROM json_each(?)"
 )
 
 # ?3: whether to write the cursor (set_cursor, or a cursor given); None leaves the others.
@@ -895,3 +894,16 @@ WHERE run_id = ? AND status IN (SELECT value FROM json_each(?))
 RETURNING {RUN_COLUMNS}
 """
 _INSERT_EVENT = "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)"
+
+# A run's events, the first (`run.enqueued`, seq 0) read from the run row itself; stores
+# written before schema version 2 hold it as a row, which is then shown instead.
+_RUN_EVENTS = """
+SELECT 0, created_at, 'run.enqueued',
+       json_object('instigator', instigator_kind || ':' || instigator_name, 'tick_id', tick_id)
+  FROM runs
+ WHERE run_id = ?1
+   AND NOT EXISTS (SELECT 1 FROM run_events WHERE run_id = ?1 AND kind = 'run.enqueued')
+UNION ALL
+SELECT seq, at, kind, data FROM run_events WHERE run_id = ?1
+ORDER BY 1
+"""

@@ -31,10 +31,18 @@ from daemon.ports import Lease
 # ---- scalars --------------------------------------------------------------------------
 
 
+_ENCODED: dict[datetime, str] = {}  # a tick's times recur across the ticks of one boundary
+
+
 def enc_time(dt: datetime) -> str:
-    if dt.tzinfo is None:
-        raise ValueError(f"naive datetime {dt.isoformat()} given to the store; use aware UTC")
-    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+    text = _ENCODED.get(dt)
+    if text is None:
+        if dt.tzinfo is None:
+            raise ValueError(f"naive datetime {dt.isoformat()} given to the store; use aware UTC")
+        if len(_ENCODED) >= 4096:
+            _ENCODED.clear()
+        text = _ENCODED[dt] = dt.astimezone(UTC).isoformat(timespec="microseconds")
+    return text
 
 
 def enc_opt_time(dt: datetime | None) -> str | None:
@@ -182,19 +190,26 @@ TICK_COLUMNS = (
 )
 
 
-def decisions_to_json(decisions: Sequence[Decision]) -> str:
+def decision_columns(decisions: Sequence[Decision]) -> dict[str, list[Any]]:
     """Decisions as a JSON object of columns: {"job": [...], "outcome": [...], "run_id":
     [...], "run_key": [...], "partition_key": [...]} (a tick may hold 10,000; columns
     encode faster than one array per decision)."""
-    return dumps(
-        {
-            "job": [d.job for d in decisions],
-            "outcome": [d.outcome for d in decisions],
-            "run_id": [d.run_id for d in decisions],
-            "run_key": [d.run_key for d in decisions],
-            "partition_key": [d.partition_key for d in decisions],
+    if len(decisions) == 1:  # most ticks
+        (d,) = decisions
+        return {
+            "job": [d.job],
+            "outcome": [d.outcome],
+            "run_id": [d.run_id],
+            "run_key": [d.run_key],
+            "partition_key": [d.partition_key],
         }
-    )
+    return {
+        "job": [d.job for d in decisions],
+        "outcome": [d.outcome for d in decisions],
+        "run_id": [d.run_id for d in decisions],
+        "run_key": [d.run_key for d in decisions],
+        "partition_key": [d.partition_key for d in decisions],
+    }
 
 
 _OUTCOME = {o.value: o for o in Outcome}
@@ -216,7 +231,8 @@ def decisions_from_json(text: str) -> tuple[Decision, ...]:
 
 
 def tick_to_row(tick: Tick) -> tuple[Any, ...]:
-    """A tick as parameters in TICK_COLUMNS order."""
+    """A tick as a JSON array in TICK_COLUMNS order (its decisions nested as an object,
+    which SQLite's `->>` reads back as JSON text)."""
     return (
         tick.tick_id,
         tick.instigator.kind,
@@ -225,7 +241,7 @@ def tick_to_row(tick: Tick) -> tuple[Any, ...]:
         enc_time(tick.started_at),
         enc_opt_time(tick.ended_at),
         enc_opt_time(tick.scheduled_for),
-        decisions_to_json(tick.decisions),
+        decision_columns(tick.decisions),
         tick.skip_reason,
         tick.error,
         tick.cursor_before,
@@ -285,6 +301,8 @@ class Batch:
         for run in runs:
             if run.status is not RunStatus.QUEUED:
                 raise ValueError(f"run {run.run_id} is {run.status}; new runs must be QUEUED")
+        if len(runs) < 2:
+            return cls(runs, list(runs), [None] * len(runs))
         kept, dropped = collapse(runs)
         if not dropped:
             return cls(runs, kept, [None] * len(runs))

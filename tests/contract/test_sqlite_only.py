@@ -21,7 +21,7 @@ import pytest
 
 from daemon.adapters.memory_store import MemoryStore
 from daemon.adapters.open_store import open_store
-from daemon.adapters.sqlite_file import APPLICATION_ID, LATEST_VERSION
+from daemon.adapters.sqlite_file import APPLICATION_ID, LATEST_VERSION, migrations
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.limits import ConcurrencyLimits
 from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
@@ -55,7 +55,6 @@ SCHEMA = [
     ("index", "ticks_instigator_started", "ticks"),
     ("index", "ticks_instigator_tick_at", "ticks"),
     ("index", "ticks_started", "ticks"),
-    ("index", "ticks_tick_at", "ticks"),
     ("table", "instigator_state", "instigator_state"),
     ("table", "lease", "lease"),
     ("table", "run_events", "run_events"),
@@ -63,7 +62,7 @@ SCHEMA = [
     ("table", "run_tags", "run_tags"),
     ("table", "runs", "runs"),
     ("table", "ticks", "ticks"),
-    ("trigger", "runs_enqueued", "runs"),
+    ("trigger", "runs_tagged", "runs"),
 ]
 
 
@@ -114,6 +113,39 @@ async def test_the_migrations_build_the_expected_schema(store: SqliteStore, tmp_
         }
         assert unique["runs_run_key_uq"] == (1, 1)
         assert unique["runs_active_partition_uq"] == (1, 1)
+
+
+async def test_a_version_1_store_is_migrated_and_shows_each_enqueued_event_once(
+    tmp_path: Path,
+) -> None:
+    """Version 1 wrote `run.enqueued` as a row; later versions read it from the run."""
+    path = tmp_path / "tickd.db"
+    with sqlite3.connect(path) as db:
+        for statement in migrations()[0].statements:
+            db.execute(statement)
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute("PRAGMA user_version = 1")
+        db.execute(
+            "INSERT INTO runs (run_id, job, status, instigator_kind, instigator_name, "
+            "created_at, tags) VALUES ('old', 'job', 'QUEUED', 'schedule', 'nightly', "
+            "'2026-01-01T00:00:00.000000+00:00', '{\"team\": \"data\"}')"
+        )
+    store = await SqliteStore.open(path)
+    try:
+        await store.create_runs([run(1, tags={"team": "ops"})])
+        for run_id in ("old", "run-00001"):
+            kinds = [e.kind for e in await store.run_events(run_id)]
+            assert kinds == ["run.enqueued"], run_id
+        (event,) = await store.run_events("run-00001")
+        assert event.data == {"instigator": "schedule:nightly", "tick_id": None}
+        assert event.at == T0 + timedelta(seconds=1)
+        tagged = await store.list_runs(RunQuery(tags={"team": "ops"}))
+        assert [r.run_id for r in tagged] == ["run-00001"]
+        assert [r.run_id for r in await store.list_runs(RunQuery(tags={"team": "data"}))] == [
+            "old"
+        ]
+    finally:
+        await store.close()
 
 
 async def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None:
