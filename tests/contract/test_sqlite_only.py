@@ -141,9 +141,7 @@ async def test_a_version_1_store_is_migrated_and_shows_each_enqueued_event_once(
         assert event.at == T0 + timedelta(seconds=1)
         tagged = await store.list_runs(RunQuery(tags={"team": "ops"}))
         assert [r.run_id for r in tagged] == ["run-00001"]
-        assert [r.run_id for r in await store.list_runs(RunQuery(tags={"team": "data"}))] == [
-            "old"
-        ]
+        assert [r.run_id for r in await store.list_runs(RunQuery(tags={"team": "data"}))] == ["old"]
     finally:
         await store.close()
 
