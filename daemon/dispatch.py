@@ -1,9 +1,12 @@
 """The dispatcher: claim queued runs in priority order under the limits, execute them,
 record how they end, retry what may be retried.
 
-It claims only as many runs as it has free slots (work grows with free slots, not with
-the queue), and wakes at once on an enqueue in this process, on a change another
-process committed to the store (a cheap change token), or on a completion.
+It works in cycles of one store transaction each: the run moves asked for since the
+last cycle (runs starting, runs finished), then a claim for the slots free after them,
+so a burst of completions and the claims that refill their slots share one commit. It
+claims only as many runs as it has free slots (work grows with free slots, not with the
+queue), and wakes at once on an enqueue in this process, on a change another process
+committed to the store (a cheap change token), or on a completion.
 """
 
 from __future__ import annotations
@@ -67,66 +70,15 @@ def time_limit_of(job: Job | None, run: Run) -> float | None:
     return job.timeout if job is not None else None
 
 
-class _Slot:
-    __slots__ = ("done", "result")
+class _Pending:
+    """A move waiting for the next cycle's transaction."""
 
-    def __init__(self) -> None:
+    __slots__ = ("done", "move", "result")
+
+    def __init__(self, move: RunMove) -> None:
+        self.move = move
         self.done = anyio.Event()
-        self.result: Run | BaseException | None = None
-
-
-class RunMover:
-    """Group commit of run transitions: the moves requested while one write is in flight
-    go out together in the next transaction (one fsync for many runs). When its task is
-    not running, a move goes straight to the store."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._pending: list[tuple[RunMove, _Slot]] = []
-        self._wake = anyio.Event()
-        self._alive = False
-
-    async def move(self, move: RunMove) -> Run:
-        if not self._alive:
-            return await self._direct(move)
-        slot = _Slot()
-        self._pending.append((move, slot))
-        self._wake.set()
-        await slot.done.wait()
-        if slot.result is None:  # the mover stopped before writing it
-            return await self._direct(move)
-        if isinstance(slot.result, BaseException):
-            raise slot.result
-        return slot.result
-
-    async def _direct(self, move: RunMove) -> Run:
-        return await self.store.transition_run(
-            move.run_id, move.status, now=move.now, error=move.error, event=move.event
-        )
-
-    async def run(self) -> None:
-        self._alive = True
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                batch, self._pending = self._pending, []
-                if not batch:
-                    continue
-                results: list[Run | TickdError]
-                try:
-                    with anyio.CancelScope(shield=True):
-                        results = await self.store.transition_runs([m for m, _ in batch])
-                except TickdError as exc:
-                    results = [exc] * len(batch)
-                for (_, slot), result in zip(batch, results, strict=True):
-                    slot.result = result
-                    slot.done.set()
-        finally:
-            self._alive = False
-            for _, slot in self._pending:
-                slot.done.set()  # result None: the mover's caller writes it directly
-            self._pending = []
+        self.result: Run | TickdError | None = None  # None: not written by a cycle
 
 
 class Dispatcher:
@@ -161,7 +113,9 @@ class Dispatcher:
         self._changed = anyio.Event()  # set (and replaced) when runs start or end
         self._waiting = False  # blocked in _wait_for_work with nothing to claim
         self._cancel_reason: dict[str, str] = {}
-        self._mover = RunMover(store)
+        self._moves: list[_Pending] = []  # for the next cycle
+        self._cycling = False  # run() writes the moves; otherwise they go straight out
+        self._released: set[str] = set()  # active runs whose final move is written
 
     # ---- public ------------------------------------------------------------------------
 
@@ -212,15 +166,21 @@ class Dispatcher:
         return recovered
 
     async def run(self) -> None:
-        """Claim and execute until cancelled or `drain()` finishes."""
+        """Claim and execute until cancelled; once `drain()` began, only record how the
+        active runs end."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tg.start_soon(self._mover.run)
             tg.start_soon(self._watch_store)
-            while self._claiming:
-                await self._dispatch_once()
-                await self._wait_for_work()
-            # draining: the caller waits on active runs via drain()
+            self._cycling = True
+            try:
+                while True:
+                    due = await self._cycle()
+                    await self._wait_for_work(due)
+            finally:
+                self._cycling = False
+                for pending in self._moves:
+                    pending.done.set()  # result None: its caller writes it directly
+                self._moves = []
 
     async def drain(self, deadline: float) -> None:
         """Stop claiming; let active runs finish for up to `deadline` seconds (real time),
@@ -249,42 +209,80 @@ class Dispatcher:
 
     # ---- claiming ----------------------------------------------------------------------
 
-    async def _dispatch_once(self) -> None:
+    async def _cycle(self) -> datetime | None:
+        """One transaction: the moves asked for since the last cycle, then a claim for the
+        slots free after them. Returns when the next delayed run is due if the queue had
+        fewer due runs than free slots (None: sleep until woken)."""
         self._wake = anyio.Event()
-        free = self.capacity - len(self._active)
-        if free <= 0:
-            return
+        batch, self._moves = self._moves, []
+        free = 0
+        if self._claiming:
+            finishing = sum(1 for p in batch if p.move.status.is_terminal)
+            free = self.capacity - (len(self._active) - len(self._released) - finishing)
+        if not batch and free <= 0:
+            return None
         try:
-            claimed = await self.store.claim_runs(
-                node_id=self.node_id, limit=free, limits=self.limits, now=self.clock.now()
-            )
+            with anyio.CancelScope(shield=True):  # the moves' callers wait for their result
+                done = await self.store.move_and_claim(
+                    [p.move for p in batch],
+                    node_id=self.node_id,
+                    limit=max(free, 0),
+                    limits=self.limits,
+                    now=self.clock.now(),
+                )
         except TickdError as exc:
-            log.error("dispatch.claim_failed", error=str(exc))
-            return
+            log.error("dispatch.cycle_failed", error=str(exc), moves=len(batch))
+            for pending in batch:
+                pending.result = exc
+                pending.done.set()
+            return None
+        for pending, result in zip(batch, done.moved, strict=True):
+            if pending.move.status.is_terminal:
+                self._released.add(pending.move.run_id)
+            pending.result = result
+            pending.done.set()
         assert self._tg is not None
-        for run in claimed:
+        for run in done.claimed:
             self._active[run.run_id] = run
             self._tg.start_soon(self._execute, run)
+        if len(done.claimed) < free:
+            return await self._next_delayed()
+        return None
 
-    async def _wait_for_work(self) -> None:
-        """Sleep until woken, or until the earliest delayed retry is due."""
-        due = await self._next_delayed()
-        assert self._tg is not None
-        async with anyio.create_task_group() as tg:
-            if due is not None:
+    async def _wait_for_work(self, due: datetime | None) -> None:
+        """Sleep until woken, or until `due` (the earliest delayed run)."""
+        self._waiting = True
+        self._signal_change()
+        try:
+            if due is None:
+                await self._wake.wait()
+                return
+            async with anyio.create_task_group() as tg:
 
                 async def timer() -> None:
                     await self.clock.sleep_until(due)
                     self._wake.set()
 
                 tg.start_soon(timer)
-            self._waiting = True
-            self._signal_change()
-            try:
                 await self._wake.wait()
-            finally:
-                self._waiting = False
-            tg.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
+        finally:
+            self._waiting = False
+
+    async def _move(self, move: RunMove) -> Run:
+        """Write `move` in the next cycle's transaction, or directly when no cycle runs."""
+        if self._cycling:
+            pending = _Pending(move)
+            self._moves.append(pending)
+            self._wake.set()
+            await pending.done.wait()
+            if isinstance(pending.result, TickdError):
+                raise pending.result
+            if pending.result is not None:
+                return pending.result
+        return await self.store.transition_run(
+            move.run_id, move.status, now=move.now, error=move.error, event=move.event
+        )
 
     async def _next_delayed(self) -> datetime | None:
         try:
@@ -332,6 +330,7 @@ class Dispatcher:
             await self._execute_inner(run)
         finally:
             self._active.pop(run.run_id, None)
+            self._released.discard(run.run_id)
             self._wake.set()
             self._signal_change()
 
@@ -350,7 +349,7 @@ class Dispatcher:
         started = self.clock.now()
         queue_wait = (started - (run.not_before or run.created_at)).total_seconds()
         try:
-            running = await self._mover.move(
+            running = await self._move(
                 RunMove(
                     run_id=run.run_id,
                     status=RunStatus.RUNNING,
@@ -411,7 +410,7 @@ class Dispatcher:
             data["signal"] = outcome.signal
         with anyio.CancelScope(shield=True):
             try:
-                done = await self._mover.move(
+                done = await self._move(
                     RunMove(run_id=run.run_id, status=status, now=now, error=error, event=data)
                 )
             except TickdError as exc:
