@@ -15,6 +15,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 
 import anyio
 import structlog
@@ -39,6 +40,10 @@ log = structlog.get_logger("tickd.dispatch")
 # beside the file); failing that, it re-reads the store's change counter this often.
 CHANGE_FALLBACK_S = 5.0
 
+# Group commit: a cycle with moves to write waits up to this long (real time) for runs
+# still executing to report, so that completions close together share one commit.
+COALESCE_S = 0.001
+
 RECOVERED_REASON = "daemon stopped while run was active"
 
 _EVENT_OF = {
@@ -55,6 +60,10 @@ def retry_delay(job: Job, run: Run) -> timedelta:
     base = job.retry_delay * (2 ** (run.attempt - 1))
     digest = hashlib.blake2b(run.run_id.encode(), digest_size=4).digest()
     return timedelta(seconds=base * (1 + 0.25 * int.from_bytes(digest) / 2**32))
+
+
+def _queue_wait(run: Run, started: datetime) -> float:
+    return (started - (run.not_before or run.created_at)).total_seconds()
 
 
 def time_limit_of(job: Job | None, run: Run) -> float | None:
@@ -174,6 +183,7 @@ class Dispatcher:
             self._cycling = True
             try:
                 while True:
+                    await self._coalesce()
                     due = await self._cycle()
                     await self._wait_for_work(due)
             finally:
@@ -221,6 +231,7 @@ class Dispatcher:
             free = self.capacity - (len(self._active) - len(self._released) - finishing)
         if not batch and free <= 0:
             return None
+        now = self.clock.now()
         try:
             with anyio.CancelScope(shield=True):  # the moves' callers wait for their result
                 done = await self.store.move_and_claim(
@@ -228,7 +239,8 @@ class Dispatcher:
                     node_id=self.node_id,
                     limit=max(free, 0),
                     limits=self.limits,
-                    now=self.clock.now(),
+                    now=now,
+                    start=partial(self._start_move, now=now),
                 )
         except TickdError as exc:
             log.error("dispatch.cycle_failed", error=str(exc), moves=len(batch))
@@ -248,6 +260,35 @@ class Dispatcher:
         if len(done.claimed) < free:
             return await self._next_delayed()
         return None
+
+    async def _coalesce(self) -> None:
+        """Give the runs still executing up to COALESCE_S to report before a cycle with
+        moves to write (most runs started together end together)."""
+        if not self._moves:
+            return
+        with anyio.move_on_after(COALESCE_S):
+            while self._executing() > 0:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+
+    def _executing(self) -> int:
+        """Active runs that have not asked for their final move yet."""
+        finishing = sum(1 for p in self._moves if p.move.status.is_terminal)
+        return len(self._active) - len(self._released) - finishing
+
+    def _start_move(self, run: Run, now: datetime) -> RunMove | None:
+        """The move to RUNNING of a run just claimed, made in the claim's transaction (it
+        runs there, so: pure); None for a run whose job is not loaded (it fails from
+        STARTING in `_execute`)."""
+        return self._running_move(run, now) if run.job in self.jobs else None
+
+    def _running_move(self, run: Run, now: datetime) -> RunMove:
+        return RunMove(
+            run_id=run.run_id,
+            status=RunStatus.RUNNING,
+            now=now,
+            event={"queue_wait_s": round(_queue_wait(run, now), 6), "node_id": self.node_id},
+        )
 
     async def _wait_for_work(self, due: datetime | None) -> None:
         """Sleep until woken, or until `due` (the earliest delayed run)."""
@@ -346,20 +387,16 @@ class Dispatcher:
                 started=None,
             )
             return
-        started = self.clock.now()
-        queue_wait = (started - (run.not_before or run.created_at)).total_seconds()
-        try:
-            running = await self._move(
-                RunMove(
-                    run_id=run.run_id,
-                    status=RunStatus.RUNNING,
-                    now=started,
-                    event={"queue_wait_s": round(queue_wait, 6), "node_id": self.node_id},
-                )
-            )
-        except TickdError as exc:  # canceled before it started
-            log.info("run.not_started", run_id=run.run_id, job=run.job, reason=str(exc))
-            return
+        running = run
+        started = run.started_at
+        if run.status is not RunStatus.RUNNING or started is None:  # not started at claim
+            started = self.clock.now()
+            try:
+                running = await self._move(self._running_move(run, started))
+            except TickdError as exc:  # canceled before it started
+                log.info("run.not_started", run_id=run.run_id, job=run.job, reason=str(exc))
+                return
+        queue_wait = _queue_wait(run, started)
         log.info(
             "run.started",
             run_id=run.run_id,

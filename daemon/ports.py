@@ -212,10 +212,17 @@ class Store(Protocol):
         limit: int,
         limits: ConcurrencyLimits,
         now: datetime,
+        start: Callable[[Run], RunMove | None] | None = None,
     ) -> MoveAndClaim:
         """`transition_runs(moves)`, then `claim_runs(...)`, in one transaction (one
         fsync for a dispatcher's whole cycle). The claim counts what is in flight after
-        the moves, so a run that finishes here frees its slot for the claim."""
+        the moves, so a run that finishes here frees its slot for the claim.
+
+        With `start`, each claimed run is passed to it and the move it returns (None:
+        none) is made in the same transaction, like any other move: a run is claimed and
+        started in one commit, and `claimed` holds it as moved. `start` is called inside
+        the transaction (for SQLite, on the connection's thread): it must be quick and
+        pure."""
         ...
 
     async def get_run(self, run_id: str) -> Run | None: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -252,11 +252,18 @@ class MemoryStore:
         limit: int,
         limits: ConcurrencyLimits,
         now: datetime,
+        start: Callable[[Run], RunMove | None] | None = None,
     ) -> MoveAndClaim:
         async with self._lock:
             await self._enter()
             moved = self._moves(moves)
             claimed = self._claim(node_id, limit, limits, now)
+            if start is not None:
+                for i, run in enumerate(claimed):
+                    move = start(run)
+                    if move is not None:
+                        with suppress(IllegalTransitionError, RunNotFoundError):
+                            claimed[i] = self._move(move)
         return MoveAndClaim(moved=tuple(moved), claimed=tuple(claimed))
 
     def _claim(

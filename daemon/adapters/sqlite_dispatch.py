@@ -14,15 +14,23 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
 import aiosqlite
 
-from daemon.adapters.store_codec import RUN_COLUMNS, dumps, enc_time, mapping, run_from_row
+from daemon.adapters.store_codec import (
+    RUN_COLUMNS,
+    dumps,
+    enc_opt_time,
+    enc_time,
+    mapping,
+    opt_utc,
+    run_from_row,
+)
 from daemon.domain.limits import ConcurrencyLimits, LimitCounter
-from daemon.domain.runs import Run, RunStatus, legal_sources
+from daemon.domain.runs import Run, RunStatus, can_transition, legal_sources
 from daemon.errors import IllegalTransitionError, RunNotFoundError, StoreError, TickdError
 from daemon.ports import MoveAndClaim, RunMove
 
@@ -89,9 +97,10 @@ def move_and_claim(
     limit: int,
     limits: ConcurrencyLimits,
     now: datetime,
+    start: Callable[[Run], RunMove | None] | None = None,
 ) -> MoveAndClaim:
     moved = move_runs(tx, moves)
-    claimed = claim(tx, node_id=node_id, limit=limit, limits=limits, now=now)
+    claimed = claim(tx, node_id=node_id, limit=limit, limits=limits, now=now, start=start)
     return MoveAndClaim(moved=tuple(moved), claimed=tuple(claimed))
 
 
@@ -132,14 +141,22 @@ def move_runs(tx: SyncTx, moves: Sequence[RunMove]) -> list[Run | TickdError]:
 
 
 def claim(
-    tx: SyncTx, *, node_id: str, limit: int, limits: ConcurrencyLimits, now: datetime
+    tx: SyncTx,
+    *,
+    node_id: str,
+    limit: int,
+    limits: ConcurrencyLimits,
+    now: datetime,
+    start: Callable[[Run], RunMove | None] | None = None,
 ) -> list[Run]:
-    """Move the next runs in queue order that fit the limits to STARTING.
+    """Move the next runs in queue order that fit the limits to STARTING, and on with
+    the move `start` returns for each (if any).
 
     The head of the queue is read first: the next `limit` due runs, fewer when the global
     maximum leaves fewer slots (counted in SQL). When none of them carries a tag that a
     limit counts, they all fit and are claimed as read. Otherwise `_admit` walks the
-    queue with the limit counters."""
+    queue with the limit counters. One UPDATE then writes each claimed run as it ends up
+    (the domain's Run.moved_to decides a start move), compare-and-set on QUEUED."""
     if limit <= 0:
         return []
     due = enc_time(now)
@@ -149,14 +166,33 @@ def claim(
         rows = _admit(tx.conn, limit, limits, due)
     if not rows:
         return []
-    cursor = tx.conn.execute(_CLAIM, (node_id, dumps([row[0] for row in rows])))
+    claimed: list[Run] = []
+    writes: list[list[Any]] = []
+    data = {"node_id": node_id}
+    for row in rows:
+        run = run_from_row((*row[:2], RunStatus.STARTING, *row[3:18], node_id))
+        tx.events.append([run.run_id, due, "run.starting", data])
+        move = start(run) if start is not None else None
+        if move is not None and can_transition(RunStatus.STARTING, move.status):
+            run = run.moved_to(move.status, now=move.now, error=move.error)
+            run = replace(run, started_at=opt_utc(run.started_at), ended_at=opt_utc(run.ended_at))
+            kind = f"run.{move.status.value.lower()}"
+            tx.events.append([run.run_id, enc_time(move.now), kind, dict(move.event or {})])
+        claimed.append(run)
+        writes.append(
+            [
+                run.run_id,
+                run.status.value,
+                enc_opt_time(run.started_at),
+                enc_opt_time(run.ended_at),
+                run.error,
+            ]
+        )
+    cursor = tx.conn.execute(_CLAIM, (node_id, dumps(writes)))
     if cursor.rowcount != len(rows):  # cannot happen under BEGIN IMMEDIATE
         raise StoreError(f"store {tx.location}: runs changed during a claim")
     tx.runs_changed = True
-    data = {"node_id": node_id}
-    tx.events.extend([row[0], due, "run.starting", data] for row in rows)
-    starting = RunStatus.STARTING
-    return [run_from_row((*row[:2], starting, *row[3:18], node_id)) for row in rows]
+    return claimed
 
 
 def _admit(conn: sqlite3.Connection, limit: int, limits: ConcurrencyLimits, due: str) -> list[Any]:
@@ -232,9 +268,12 @@ SELECT {RUN_COLUMNS} FROM runs
           FROM runs WHERE status IN {_IN_FLIGHT})
 """
 
+# ?2: a JSON array of [run_id, status, started_at, ended_at, error], one per claimed run.
 _CLAIM = """
-UPDATE runs SET status = 'STARTING', node_id = ?
-WHERE run_id IN (SELECT value FROM json_each(?)) AND status = 'QUEUED'
+UPDATE runs SET node_id = ?1, status = m.value ->> 1, started_at = m.value ->> 2,
+  ended_at = m.value ->> 3, error = m.value ->> 4
+FROM json_each(?2) AS m
+WHERE runs.run_id = m.value ->> 0 AND runs.status = 'QUEUED'
 """
 
 # In flight: the total (key NULL), then per (key, value) of the limited keys.

@@ -383,6 +383,7 @@ class SqliteStore:
         limit: int,
         limits: ConcurrencyLimits,
         now: datetime,
+        start: Callable[[Run], RunMove | None] | None = None,
     ) -> MoveAndClaim:
         if not moves and limit <= 0:
             return MoveAndClaim()
@@ -394,6 +395,7 @@ class SqliteStore:
                 limit=limit,
                 limits=limits,
                 now=now,
+                start=start,
             )
         )
 
