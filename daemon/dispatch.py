@@ -119,7 +119,7 @@ class Dispatcher:
         self._claiming = True
         self._wake = anyio.Event()
         self._tg: TaskGroup | None = None
-        self._changed = anyio.Event()  # set (and replaced) when runs start or end
+        self._changed: anyio.Event | None = None  # set when runs end or we wait for work
         self._waiting = False  # blocked in _wait_for_work with nothing to claim
         self._cancel_reason: dict[str, str] = {}
         self._moves: list[_Pending] = []  # for the next cycle
@@ -199,23 +199,29 @@ class Dispatcher:
         self._wake.set()
         with anyio.move_on_after(deadline):
             while self._active:
-                await self._changed.wait()
+                await self._change()
         for run_id, run in list(self._active.items()):
             log.warning("run.drain_canceled", run_id=run_id, job=run.job, drain_timeout_s=deadline)
             self._cancel_reason[run_id] = f"daemon stopping: drain timeout of {deadline:g}s passed"
             await self._executor_for(run).cancel(run_id)
         with anyio.move_on_after(10):
             while self._active:
-                await self._changed.wait()
+                await self._change()
 
     async def wait_idle(self) -> None:
         """Until nothing executes and the dispatcher waits for work (tests)."""
         while self._active or not self._waiting or self._wake.is_set():
-            await self._changed.wait()
+            await self._change()
+
+    async def _change(self) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
 
     def _signal_change(self) -> None:
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     # ---- claiming ----------------------------------------------------------------------
 

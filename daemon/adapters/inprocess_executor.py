@@ -45,7 +45,7 @@ class InProcessExecutor:
     ) -> None:
         self._jobs = jobs
         self._clock = clock
-        self._limiter = anyio.CapacityLimiter(max_threads)
+        self._limiter = anyio.Semaphore(max_threads, fast_acquire=True)  # sync jobs at once
         self._threads = JobThreads(keep=max_threads)
         self._scopes: dict[str, anyio.CancelScope] = {}
 
@@ -87,8 +87,9 @@ class InProcessExecutor:
                     )
         finally:
             self._scopes.pop(run.run_id, None)
-            with anyio.CancelScope(shield=True):
-                await flusher.close()
+            if flusher.close_now():  # lines or a flush left: write them, even if cancelled
+                with anyio.CancelScope(shield=True):
+                    await flusher.close()
         if outcome is not None:
             return outcome
         if anyio.current_time() >= deadline:  # the scope's deadline passed
@@ -133,7 +134,13 @@ class _Flusher:
             del self._lines[: len(batch)]
             await self._output(batch)
 
+    def close_now(self) -> bool:
+        """Stop the timer; whether `close()` has anything left to do."""
+        self._timer.cancel()
+        return bool(self._lines) or self._task is not None
+
     async def close(self) -> None:
+        """Wait for a flush under way, then flush what is left."""
         self._timer.cancel()
         if self._task is not None:
             await self._task

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -22,11 +22,11 @@ import aiosqlite
 
 from daemon.adapters.store_codec import (
     RUN_COLUMNS,
+    dec_time,
     dumps,
     enc_opt_time,
     enc_time,
     mapping,
-    opt_utc,
     run_from_row,
 )
 from daemon.domain.limits import ConcurrencyLimits, LimitCounter
@@ -47,7 +47,7 @@ class SyncTx:
     conn: sqlite3.Connection
     location: str
     runs_changed: bool = False
-    events: list[list[Any]] = field(default_factory=list)  # [run_id, at, kind, data]
+    events: list[tuple[str, str, str, str]] = field(default_factory=list)  # run_events rows
 
 
 async def run_transaction(
@@ -74,7 +74,7 @@ async def run_transaction(
         try:
             result = body(tx)
             if tx.events:
-                raw.execute(_ADD_EVENTS, (dumps(tx.events),))
+                raw.executemany(_ADD_EVENT, tx.events)
             raw.execute("COMMIT")
         except BaseException:
             with suppress(sqlite3.Error):
@@ -130,7 +130,7 @@ def move_runs(tx: SyncTx, moves: Sequence[RunMove]) -> list[Run | TickdError]:
             if row is not None:
                 by_index[i] = run_from_row(row)
                 kind = f"run.{m.status.value.lower()}"
-                tx.events.append([m.run_id, enc_time(m.now), kind, dict(m.event or {})])
+                tx.events.append((m.run_id, enc_time(m.now), kind, dumps(dict(m.event or {}))))
             elif m.run_id in found:
                 by_index[i] = IllegalTransitionError(m.run_id, found[m.run_id], m.status.value)
             else:
@@ -168,16 +168,16 @@ def claim(
         return []
     claimed: list[Run] = []
     writes: list[list[Any]] = []
-    data = {"node_id": node_id}
+    data = dumps({"node_id": node_id})
     for row in rows:
         run = run_from_row((*row[:2], RunStatus.STARTING, *row[3:18], node_id))
-        tx.events.append([run.run_id, due, "run.starting", data])
+        tx.events.append((run.run_id, due, "run.starting", data))
         move = start(run) if start is not None else None
         if move is not None and can_transition(RunStatus.STARTING, move.status):
-            run = run.moved_to(move.status, now=move.now, error=move.error)
-            run = replace(run, started_at=opt_utc(run.started_at), ended_at=opt_utc(run.ended_at))
+            at = enc_time(move.now)
+            run = run.moved_to(move.status, now=dec_time(at), error=move.error)  # as stored
             kind = f"run.{move.status.value.lower()}"
-            tx.events.append([run.run_id, enc_time(move.now), kind, dict(move.event or {})])
+            tx.events.append((run.run_id, at, kind, dumps(dict(move.event or {}))))
         claimed.append(run)
         writes.append(
             [
@@ -305,8 +305,4 @@ _SOURCES = {status: sorted(s.value for s in legal_sources(status)) for status in
 
 _STATUS_OF = "SELECT run_id, status FROM runs WHERE run_id IN (SELECT value FROM json_each(?))"
 
-# Events as a JSON array of [run_id, at, kind, data]; inserted in array order.
-_ADD_EVENTS = """
-INSERT INTO run_events (run_id, at, kind, data)
-SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3 FROM json_each(?)
-"""
+_ADD_EVENT = "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)"

@@ -109,7 +109,7 @@ class SqliteStore:
     def __init__(self, conn: aiosqlite.Connection, location: str) -> None:
         self._conn: aiosqlite.Connection | None = conn
         self._location = location
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)  # no yield when free: one hop per call
         self._run_commits = 0  # our own commits that changed runs (data_version misses them)
         self._bell_path = bell_path(Path(location))
         self._bell: Doorbell | None = None
