@@ -7,6 +7,8 @@ waits for it, and BEGIN is retried a few times more before StoreBusyError.
 
 Batches travel as one JSON parameter read with `json_each`, so a tick of 10,000 requests
 costs a handful of statements, not 10,000 (each statement is a hop to aiosqlite's thread).
+The dispatcher's writes (claims, run moves) go further: each is one whole transaction run
+as a single call on that thread (sqlite_dispatch.py).
 """
 
 from __future__ import annotations
