@@ -254,15 +254,15 @@ class Dispatcher:
                 pending.result = exc
                 pending.done.set()
             return None
+        assert self._tg is not None
+        for run in done.claimed:  # first, so that their work is under way (in threads,
+            self._active[run.run_id] = run  # say) while the callers below carry on
+            self._tg.start_soon(self._execute, run)
         for pending, result in zip(batch, done.moved, strict=True):
             if pending.move.status.is_terminal:
                 self._released.add(pending.move.run_id)
             pending.result = result
             pending.done.set()
-        assert self._tg is not None
-        for run in done.claimed:
-            self._active[run.run_id] = run
-            self._tg.start_soon(self._execute, run)
         if len(done.claimed) < free:
             return await self._next_delayed()
         return None
