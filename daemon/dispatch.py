@@ -125,6 +125,7 @@ class Dispatcher:
         self._moves: list[_Pending] = []  # for the next cycle
         self._cycling = False  # run() writes the moves; otherwise they go straight out
         self._released: set[str] = set()  # active runs whose final move is written
+        self._executor_of: dict[str, tuple[Job | None, Executor]] = {}  # by job name
 
     # ---- public ------------------------------------------------------------------------
 
@@ -365,6 +366,14 @@ class Dispatcher:
 
     def _executor_for(self, run: Run) -> Executor:
         job = self.jobs.get(run.job)
+        known = self._executor_of.get(run.job)
+        if known is not None and known[0] is job:
+            return known[1]
+        executor = self._pick_executor(job)
+        self._executor_of[run.job] = (job, executor)
+        return executor
+
+    def _pick_executor(self, job: Job | None) -> Executor:
         kind = (job.executor if job is not None else None) or self.default_executor
         if kind is ExecutorKind.ASYNC and job is not None and not job.is_async:
             kind = ExecutorKind.THREAD

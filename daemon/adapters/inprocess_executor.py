@@ -48,6 +48,7 @@ class InProcessExecutor:
         self._limiter = anyio.Semaphore(max_threads, fast_acquire=True)  # sync jobs at once
         self._threads = JobThreads(keep=max_threads)
         self._scopes: dict[str, anyio.CancelScope] = {}
+        self._is_async: dict[str, tuple[Job, bool]] = {}  # by job name
 
     async def execute(
         self, run: Run, *, time_limit: float | None, output: OutputSink
@@ -72,7 +73,7 @@ class InProcessExecutor:
         try:
             with scope:
                 try:
-                    if job.is_async:
+                    if self._async(job):
                         await job.fn(context)
                     else:
                         async with self._limiter:
@@ -98,6 +99,13 @@ class InProcessExecutor:
                 error=f"job {job.name!r} exceeded its timeout of {time_limit:g}s",
             )
         return RunOutcome(status=RunStatus.CANCELED, error="canceled")  # cancel()
+
+    def _async(self, job: Job) -> bool:
+        """job.is_async, which inspects the function, once per job."""
+        known = self._is_async.get(job.name)
+        if known is None or known[0] is not job:
+            known = self._is_async[job.name] = (job, job.is_async)
+        return known[1]
 
     async def cancel(self, run_id: str) -> bool:
         scope = self._scopes.get(run_id)
