@@ -161,16 +161,16 @@ def claim(
         return []
     due = enc_time(now)
     rows = tx.conn.execute(_HEAD, (due, limit, limits.max_concurrent_runs)).fetchall()
+    runs = [_starting(row, node_id) for row in rows]
     limited = {lim.key for lim in limits.tag_limits}
-    if limited and any(not limited.isdisjoint(mapping(row[7])) for row in rows):
-        rows = _admit(tx.conn, limit, limits, due)
-    if not rows:
+    if limited and any(not limited.isdisjoint(run.tags) for run in runs):
+        runs = [_starting(row, node_id) for row in _admit(tx.conn, limit, limits, due)]
+    if not runs:
         return []
     claimed: list[Run] = []
     writes: list[list[Any]] = []
     data = dumps({"node_id": node_id})
-    for row in rows:
-        run = run_from_row((*row[:2], RunStatus.STARTING, *row[3:18], node_id))
+    for run in runs:
         tx.events.append((run.run_id, due, "run.starting", data))
         move = start(run) if start is not None else None
         if move is not None and can_transition(RunStatus.STARTING, move.status):
@@ -189,10 +189,15 @@ def claim(
             ]
         )
     cursor = tx.conn.execute(_CLAIM, (node_id, dumps(writes)))
-    if cursor.rowcount != len(rows):  # cannot happen under BEGIN IMMEDIATE
+    if cursor.rowcount != len(runs):  # cannot happen under BEGIN IMMEDIATE
         raise StoreError(f"store {tx.location}: runs changed during a claim")
     tx.runs_changed = True
     return claimed
+
+
+def _starting(row: Any, node_id: str) -> Run:
+    """A queued run's row, as the run claimed by `node_id`."""
+    return run_from_row((*row[:2], RunStatus.STARTING, *row[3:18], node_id))
 
 
 def _admit(conn: sqlite3.Connection, limit: int, limits: ConcurrencyLimits, due: str) -> list[Any]:
