@@ -1,9 +1,12 @@
 """The dispatcher: claim queued runs in priority order under the limits, execute them,
 record how they end, retry what may be retried.
 
-It claims only as many runs as it has free slots (work grows with free slots, not with
-the queue), and wakes at once on an enqueue in this process, on a change another
-process committed to the store (a cheap change token), or on a completion.
+It works in cycles of one store transaction each: the run moves asked for since the
+last cycle (runs starting, runs finished), then a claim for the slots free after them,
+so a burst of completions and the claims that refill their slots share one commit. It
+claims only as many runs as it has free slots (work grows with free slots, not with the
+queue), and wakes at once on an enqueue in this process, on a change another process
+committed to the store (a cheap change token), or on a completion.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 
 import anyio
 import structlog
@@ -36,6 +40,10 @@ log = structlog.get_logger("tickd.dispatch")
 # beside the file); failing that, it re-reads the store's change counter this often.
 CHANGE_FALLBACK_S = 5.0
 
+# Group commit: a cycle with moves to write waits up to this long (real time) for runs
+# still executing to report, so that completions close together share one commit.
+COALESCE_S = 0.001
+
 RECOVERED_REASON = "daemon stopped while run was active"
 
 _EVENT_OF = {
@@ -54,6 +62,10 @@ def retry_delay(job: Job, run: Run) -> timedelta:
     return timedelta(seconds=base * (1 + 0.25 * int.from_bytes(digest) / 2**32))
 
 
+def _queue_wait(run: Run, started: datetime) -> float:
+    return (started - (run.not_before or run.created_at)).total_seconds()
+
+
 def time_limit_of(job: Job | None, run: Run) -> float | None:
     """The run's timeout: the `tickd/timeout` tag if valid, else the job's."""
     raw = run.tags.get(TIMEOUT_TAG)
@@ -67,66 +79,15 @@ def time_limit_of(job: Job | None, run: Run) -> float | None:
     return job.timeout if job is not None else None
 
 
-class _Slot:
-    __slots__ = ("done", "result")
+class _Pending:
+    """A move waiting for the next cycle's transaction."""
 
-    def __init__(self) -> None:
+    __slots__ = ("done", "move", "result")
+
+    def __init__(self, move: RunMove) -> None:
+        self.move = move
         self.done = anyio.Event()
-        self.result: Run | BaseException | None = None
-
-
-class RunMover:
-    """Group commit of run transitions: the moves requested while one write is in flight
-    go out together in the next transaction (one fsync for many runs). When its task is
-    not running, a move goes straight to the store."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._pending: list[tuple[RunMove, _Slot]] = []
-        self._wake = anyio.Event()
-        self._alive = False
-
-    async def move(self, move: RunMove) -> Run:
-        if not self._alive:
-            return await self._direct(move)
-        slot = _Slot()
-        self._pending.append((move, slot))
-        self._wake.set()
-        await slot.done.wait()
-        if slot.result is None:  # the mover stopped before writing it
-            return await self._direct(move)
-        if isinstance(slot.result, BaseException):
-            raise slot.result
-        return slot.result
-
-    async def _direct(self, move: RunMove) -> Run:
-        return await self.store.transition_run(
-            move.run_id, move.status, now=move.now, error=move.error, event=move.event
-        )
-
-    async def run(self) -> None:
-        self._alive = True
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                batch, self._pending = self._pending, []
-                if not batch:
-                    continue
-                results: list[Run | TickdError]
-                try:
-                    with anyio.CancelScope(shield=True):
-                        results = await self.store.transition_runs([m for m, _ in batch])
-                except TickdError as exc:
-                    results = [exc] * len(batch)
-                for (_, slot), result in zip(batch, results, strict=True):
-                    slot.result = result
-                    slot.done.set()
-        finally:
-            self._alive = False
-            for _, slot in self._pending:
-                slot.done.set()  # result None: the mover's caller writes it directly
-            self._pending = []
+        self.result: Run | TickdError | None = None  # None: not written by a cycle
 
 
 class Dispatcher:
@@ -158,10 +119,13 @@ class Dispatcher:
         self._claiming = True
         self._wake = anyio.Event()
         self._tg: TaskGroup | None = None
-        self._changed = anyio.Event()  # set (and replaced) when runs start or end
+        self._changed: anyio.Event | None = None  # set when runs end or we wait for work
         self._waiting = False  # blocked in _wait_for_work with nothing to claim
         self._cancel_reason: dict[str, str] = {}
-        self._mover = RunMover(store)
+        self._moves: list[_Pending] = []  # for the next cycle
+        self._cycling = False  # run() writes the moves; otherwise they go straight out
+        self._released: set[str] = set()  # active runs whose final move is written
+        self._executor_of: dict[str, tuple[Job | None, Executor]] = {}  # by job name
 
     # ---- public ------------------------------------------------------------------------
 
@@ -212,15 +176,22 @@ class Dispatcher:
         return recovered
 
     async def run(self) -> None:
-        """Claim and execute until cancelled or `drain()` finishes."""
+        """Claim and execute until cancelled; once `drain()` began, only record how the
+        active runs end."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tg.start_soon(self._mover.run)
             tg.start_soon(self._watch_store)
-            while self._claiming:
-                await self._dispatch_once()
-                await self._wait_for_work()
-            # draining: the caller waits on active runs via drain()
+            self._cycling = True
+            try:
+                while True:
+                    await self._coalesce()
+                    due = await self._cycle()
+                    await self._wait_for_work(due)
+            finally:
+                self._cycling = False
+                for pending in self._moves:
+                    pending.done.set()  # result None: its caller writes it directly
+                self._moves = []
 
     async def drain(self, deadline: float) -> None:
         """Stop claiming; let active runs finish for up to `deadline` seconds (real time),
@@ -229,62 +200,137 @@ class Dispatcher:
         self._wake.set()
         with anyio.move_on_after(deadline):
             while self._active:
-                await self._changed.wait()
+                await self._change()
         for run_id, run in list(self._active.items()):
             log.warning("run.drain_canceled", run_id=run_id, job=run.job, drain_timeout_s=deadline)
             self._cancel_reason[run_id] = f"daemon stopping: drain timeout of {deadline:g}s passed"
             await self._executor_for(run).cancel(run_id)
         with anyio.move_on_after(10):
             while self._active:
-                await self._changed.wait()
+                await self._change()
 
     async def wait_idle(self) -> None:
         """Until nothing executes and the dispatcher waits for work (tests)."""
         while self._active or not self._waiting or self._wake.is_set():
-            await self._changed.wait()
+            await self._change()
+
+    async def _change(self) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
 
     def _signal_change(self) -> None:
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     # ---- claiming ----------------------------------------------------------------------
 
-    async def _dispatch_once(self) -> None:
+    async def _cycle(self) -> datetime | None:
+        """One transaction: the moves asked for since the last cycle, then a claim for the
+        slots free after them. Returns when the next delayed run is due if the queue had
+        fewer due runs than free slots (None: sleep until woken)."""
         self._wake = anyio.Event()
-        free = self.capacity - len(self._active)
-        if free <= 0:
-            return
+        batch, self._moves = self._moves, []
+        free = 0
+        if self._claiming:
+            finishing = sum(1 for p in batch if p.move.status.is_terminal)
+            free = self.capacity - (len(self._active) - len(self._released) - finishing)
+        if not batch and free <= 0:
+            return None
+        now = self.clock.now()
         try:
-            claimed = await self.store.claim_runs(
-                node_id=self.node_id, limit=free, limits=self.limits, now=self.clock.now()
-            )
+            with anyio.CancelScope(shield=True):  # the moves' callers wait for their result
+                done = await self.store.move_and_claim(
+                    [p.move for p in batch],
+                    node_id=self.node_id,
+                    limit=max(free, 0),
+                    limits=self.limits,
+                    now=now,
+                    start=partial(self._start_move, now=now),
+                )
         except TickdError as exc:
-            log.error("dispatch.claim_failed", error=str(exc))
-            return
+            log.error("dispatch.cycle_failed", error=str(exc), moves=len(batch))
+            for pending in batch:
+                pending.result = exc
+                pending.done.set()
+            return None
         assert self._tg is not None
-        for run in claimed:
-            self._active[run.run_id] = run
+        for run in done.claimed:  # first, so that their work is under way (in threads,
+            self._active[run.run_id] = run  # say) while the callers below carry on
             self._tg.start_soon(self._execute, run)
+        for pending, result in zip(batch, done.moved, strict=True):
+            if pending.move.status.is_terminal:
+                self._released.add(pending.move.run_id)
+            pending.result = result
+            pending.done.set()
+        if len(done.claimed) < free:
+            return await self._next_delayed()
+        return None
 
-    async def _wait_for_work(self) -> None:
-        """Sleep until woken, or until the earliest delayed retry is due."""
-        due = await self._next_delayed()
-        assert self._tg is not None
-        async with anyio.create_task_group() as tg:
-            if due is not None:
+    async def _coalesce(self) -> None:
+        """Give the runs still executing up to COALESCE_S to report before a cycle with
+        moves to write (most runs started together end together)."""
+        if not self._moves:
+            return
+        with anyio.move_on_after(COALESCE_S):
+            while self._executing() > 0:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+
+    def _executing(self) -> int:
+        """Active runs that have not asked for their final move yet."""
+        finishing = sum(1 for p in self._moves if p.move.status.is_terminal)
+        return len(self._active) - len(self._released) - finishing
+
+    def _start_move(self, run: Run, now: datetime) -> RunMove | None:
+        """The move to RUNNING of a run just claimed, made in the claim's transaction (it
+        runs there, so: pure); None for a run whose job is not loaded (it fails from
+        STARTING in `_execute`)."""
+        return self._running_move(run, now) if run.job in self.jobs else None
+
+    def _running_move(self, run: Run, now: datetime) -> RunMove:
+        return RunMove(
+            run_id=run.run_id,
+            status=RunStatus.RUNNING,
+            now=now,
+            event={"queue_wait_s": round(_queue_wait(run, now), 6), "node_id": self.node_id},
+        )
+
+    async def _wait_for_work(self, due: datetime | None) -> None:
+        """Sleep until woken, or until `due` (the earliest delayed run)."""
+        self._waiting = True
+        self._signal_change()
+        try:
+            if due is None:
+                await self._wake.wait()
+                return
+            async with anyio.create_task_group() as tg:
 
                 async def timer() -> None:
                     await self.clock.sleep_until(due)
                     self._wake.set()
 
                 tg.start_soon(timer)
-            self._waiting = True
-            self._signal_change()
-            try:
                 await self._wake.wait()
-            finally:
-                self._waiting = False
-            tg.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
+        finally:
+            self._waiting = False
+
+    async def _move(self, move: RunMove) -> Run:
+        """Write `move` in the next cycle's transaction, or directly when no cycle runs."""
+        if self._cycling:
+            pending = _Pending(move)
+            self._moves.append(pending)
+            self._wake.set()
+            await pending.done.wait()
+            if isinstance(pending.result, TickdError):
+                raise pending.result
+            if pending.result is not None:
+                return pending.result
+        return await self.store.transition_run(
+            move.run_id, move.status, now=move.now, error=move.error, event=move.event
+        )
 
     async def _next_delayed(self) -> datetime | None:
         try:
@@ -320,6 +366,14 @@ class Dispatcher:
 
     def _executor_for(self, run: Run) -> Executor:
         job = self.jobs.get(run.job)
+        known = self._executor_of.get(run.job)
+        if known is not None and known[0] is job:
+            return known[1]
+        executor = self._pick_executor(job)
+        self._executor_of[run.job] = (job, executor)
+        return executor
+
+    def _pick_executor(self, job: Job | None) -> Executor:
         kind = (job.executor if job is not None else None) or self.default_executor
         if kind is ExecutorKind.ASYNC and job is not None and not job.is_async:
             kind = ExecutorKind.THREAD
@@ -332,6 +386,7 @@ class Dispatcher:
             await self._execute_inner(run)
         finally:
             self._active.pop(run.run_id, None)
+            self._released.discard(run.run_id)
             self._wake.set()
             self._signal_change()
 
@@ -347,20 +402,16 @@ class Dispatcher:
                 started=None,
             )
             return
-        started = self.clock.now()
-        queue_wait = (started - (run.not_before or run.created_at)).total_seconds()
-        try:
-            running = await self._mover.move(
-                RunMove(
-                    run_id=run.run_id,
-                    status=RunStatus.RUNNING,
-                    now=started,
-                    event={"queue_wait_s": round(queue_wait, 6), "node_id": self.node_id},
-                )
-            )
-        except TickdError as exc:  # canceled before it started
-            log.info("run.not_started", run_id=run.run_id, job=run.job, reason=str(exc))
-            return
+        running = run
+        started = run.started_at
+        if run.status is not RunStatus.RUNNING or started is None:  # not started at claim
+            started = self.clock.now()
+            try:
+                running = await self._move(self._running_move(run, started))
+            except TickdError as exc:  # canceled before it started
+                log.info("run.not_started", run_id=run.run_id, job=run.job, reason=str(exc))
+                return
+        queue_wait = _queue_wait(run, started)
         log.info(
             "run.started",
             run_id=run.run_id,
@@ -411,7 +462,7 @@ class Dispatcher:
             data["signal"] = outcome.signal
         with anyio.CancelScope(shield=True):
             try:
-                done = await self._mover.move(
+                done = await self._move(
                     RunMove(run_id=run.run_id, status=status, now=now, error=error, event=data)
                 )
             except TickdError as exc:

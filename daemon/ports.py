@@ -105,6 +105,15 @@ class RunMove:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MoveAndClaim:
+    """What `Store.move_and_claim` did: each move's result, in order (the moved run or
+    that move's error), then the runs claimed, in queue order."""
+
+    moved: tuple[Run | TickdError, ...] = ()
+    claimed: tuple[Run, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunEvent:
     run_id: str
     seq: int
@@ -193,6 +202,27 @@ class Store(Protocol):
         """`transition_run` for many runs in one transaction (one fsync): each result is the
         moved run, or the error of that move (IllegalTransitionError, RunNotFoundError),
         which does not stop the others. Order is preserved."""
+        ...
+
+    async def move_and_claim(
+        self,
+        moves: Sequence[RunMove],
+        *,
+        node_id: str,
+        limit: int,
+        limits: ConcurrencyLimits,
+        now: datetime,
+        start: Callable[[Run], RunMove | None] | None = None,
+    ) -> MoveAndClaim:
+        """`transition_runs(moves)`, then `claim_runs(...)`, in one transaction (one
+        fsync for a dispatcher's whole cycle). The claim counts what is in flight after
+        the moves, so a run that finishes here frees its slot for the claim.
+
+        With `start`, each claimed run is passed to it and the move it returns (None:
+        none) is made in the same transaction, like any other move: a run is claimed and
+        started in one commit, and `claimed` holds it as moved. `start` is called inside
+        the transaction (for SQLite, on the connection's thread): it must be quick and
+        pure."""
         ...
 
     async def get_run(self, run_id: str) -> Run | None: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,6 +58,7 @@ from daemon.ports import (
     CreateResult,
     Lease,
     LogLine,
+    MoveAndClaim,
     PurgeCounts,
     Retention,
     RunEvent,
@@ -241,32 +242,58 @@ class MemoryStore:
     ) -> list[Run]:
         async with self._lock:
             await self._enter()
-            if limit <= 0:
-                return []
-            counter = LimitCounter(
-                limits, (r.tags for r in self._runs.values() if r.status in IN_FLIGHT_STATUSES)
-            )
-            due = sorted(
-                (
-                    r
-                    for r in self._runs.values()
-                    if r.status is RunStatus.QUEUED
-                    and (r.not_before is None or r.not_before <= now)
-                ),
-                key=_queue_key,
-            )
-            claimed: list[Run] = []
-            for run in due:
-                if len(claimed) >= limit or counter.full():
-                    break
-                if counter.admit(run.tags):
-                    moved = dataclasses.replace(run, status=RunStatus.STARTING, node_id=node_id)
-                    self._runs[run.run_id] = moved
-                    self._add_event(run.run_id, "run.starting", now, {"node_id": node_id})
-                    claimed.append(moved)
-            if claimed:
-                self._changes += 1
-            return claimed
+            return self._claim(node_id, limit, limits, now)
+
+    async def move_and_claim(
+        self,
+        moves: Sequence[RunMove],
+        *,
+        node_id: str,
+        limit: int,
+        limits: ConcurrencyLimits,
+        now: datetime,
+        start: Callable[[Run], RunMove | None] | None = None,
+    ) -> MoveAndClaim:
+        async with self._lock:
+            await self._enter()
+            moved = self._moves(moves)
+            claimed = self._claim(node_id, limit, limits, now)
+            if start is not None:
+                for i, run in enumerate(claimed):
+                    move = start(run)
+                    if move is not None:
+                        with suppress(IllegalTransitionError, RunNotFoundError):
+                            claimed[i] = self._move(move)
+        return MoveAndClaim(moved=tuple(moved), claimed=tuple(claimed))
+
+    def _claim(
+        self, node_id: str, limit: int, limits: ConcurrencyLimits, now: datetime
+    ) -> list[Run]:
+        if limit <= 0:
+            return []
+        counter = LimitCounter(
+            limits, (r.tags for r in self._runs.values() if r.status in IN_FLIGHT_STATUSES)
+        )
+        due = sorted(
+            (
+                r
+                for r in self._runs.values()
+                if r.status is RunStatus.QUEUED and (r.not_before is None or r.not_before <= now)
+            ),
+            key=_queue_key,
+        )
+        claimed: list[Run] = []
+        for run in due:
+            if len(claimed) >= limit or counter.full():
+                break
+            if counter.admit(run.tags):
+                moved = dataclasses.replace(run, status=RunStatus.STARTING, node_id=node_id)
+                self._runs[run.run_id] = moved
+                self._add_event(run.run_id, "run.starting", now, {"node_id": node_id})
+                claimed.append(moved)
+        if claimed:
+            self._changes += 1
+        return claimed
 
     async def transition_run(
         self,
@@ -284,14 +311,17 @@ class MemoryStore:
             )
 
     async def transition_runs(self, moves: Sequence[RunMove]) -> list[Run | TickdError]:
-        results: list[Run | TickdError] = []
         async with self._lock:
             await self._enter()
-            for move in moves:
-                try:
-                    results.append(self._move(move))
-                except (IllegalTransitionError, RunNotFoundError) as exc:
-                    results.append(exc)
+            return self._moves(moves)
+
+    def _moves(self, moves: Sequence[RunMove]) -> list[Run | TickdError]:
+        results: list[Run | TickdError] = []
+        for move in moves:
+            try:
+                results.append(self._move(move))
+            except (IllegalTransitionError, RunNotFoundError) as exc:
+                results.append(exc)
         return results
 
     def _move(self, move: RunMove) -> Run:

@@ -7,6 +7,8 @@ waits for it, and BEGIN is retried a few times more before StoreBusyError.
 
 Batches travel as one JSON parameter read with `json_each`, so a tick of 10,000 requests
 costs a handful of statements, not 10,000 (each statement is a hop to aiosqlite's thread).
+The dispatcher's writes (claims, run moves) go further: each is one whole transaction run
+as a single call on that thread (sqlite_dispatch.py).
 """
 
 from __future__ import annotations
@@ -17,14 +19,24 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import anyio
 
+from daemon.adapters import sqlite_dispatch as dispatch_sql
 from daemon.adapters.doorbell import Doorbell, bell_path, ring
-from daemon.adapters.sqlite_file import begin_immediate, connect, rollback, scalar, store_error
+from daemon.adapters.sqlite_file import (
+    BEGIN_ATTEMPTS,
+    BUSY_TIMEOUT_MS,
+    begin_immediate,
+    connect,
+    rollback,
+    scalar,
+    store_error,
+)
 from daemon.adapters.store_codec import (
     RUN_COLUMNS,
     STATE_COLUMNS,
@@ -37,7 +49,6 @@ from daemon.adapters.store_codec import (
     enc_opt_time,
     enc_time,
     make_decision,
-    mapping,
     nearest,
     run_from_row,
     run_to_row,
@@ -47,8 +58,8 @@ from daemon.adapters.store_codec import (
     tick_to_row,
     utc,
 )
-from daemon.domain.limits import ConcurrencyLimits, LimitCounter
-from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus, legal_sources
+from daemon.domain.limits import ConcurrencyLimits
+from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
 from daemon.domain.ticks import (
     Decision,
     InstigatorState,
@@ -59,17 +70,17 @@ from daemon.domain.ticks import (
 )
 from daemon.errors import (
     DuplicateIdError,
-    IllegalTransitionError,
     LeaseLostError,
     RunNotFoundError,
+    StoreBusyError,
     StoreClosedError,
-    StoreError,
     TickdError,
 )
 from daemon.ports import (
     CreateResult,
     Lease,
     LogLine,
+    MoveAndClaim,
     PurgeCounts,
     Retention,
     RunEvent,
@@ -77,6 +88,8 @@ from daemon.ports import (
     RunQuery,
     TickQuery,
 )
+
+T = TypeVar("T")
 
 _ACTIVE = "('QUEUED', 'STARTING', 'RUNNING', 'CANCELING')"  # as in the partial indexes
 _IN_FLIGHT = "('STARTING', 'RUNNING', 'CANCELING')"
@@ -98,7 +111,7 @@ class SqliteStore:
     def __init__(self, conn: aiosqlite.Connection, location: str) -> None:
         self._conn: aiosqlite.Connection | None = conn
         self._location = location
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)  # no yield when free: one hop per call
         self._run_commits = 0  # our own commits that changed runs (data_version misses them)
         self._bell_path = bell_path(Path(location))
         self._bell: Doorbell | None = None
@@ -156,10 +169,34 @@ class SqliteStore:
                         raise
             except sqlite3.Error as e:
                 raise store_error(e, self._location) from e
-            if tx.runs_changed:
-                self._run_commits += 1
-                if self._bell is None:  # the daemon listens; everyone else rings
-                    ring(self._bell_path)
+            self._committed(tx.runs_changed)
+
+    def _committed(self, runs_changed: bool) -> None:
+        if runs_changed:
+            self._run_commits += 1
+            if self._bell is None:  # the daemon listens; everyone else rings
+                ring(self._bell_path)
+
+    async def _on_thread(self, body: Callable[[dispatch_sql.SyncTx], T]) -> T:
+        """One write transaction as one call on the connection's thread (see
+        sqlite_dispatch); waits for another process's write lock as `_write` does."""
+        delay = 0.02
+        async with self._lock:
+            conn = self._live()
+            for attempt in range(BEGIN_ATTEMPTS):
+                try:
+                    with anyio.CancelScope(shield=True):  # a COMMIT's outcome is never lost
+                        done = await dispatch_sql.run_transaction(conn, self._location, body)
+                except sqlite3.Error as e:
+                    raise store_error(e, self._location) from e
+                if done is not None:
+                    tx, result = done
+                    self._committed(tx.runs_changed)
+                    return result
+                if attempt < BEGIN_ATTEMPTS - 1:
+                    await anyio.sleep(delay)
+                    delay *= 4
+        raise StoreBusyError(self._location, BEGIN_ATTEMPTS * BUSY_TIMEOUT_MS / 1000)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -334,77 +371,35 @@ class SqliteStore:
         limits: ConcurrencyLimits,
         now: datetime,
     ) -> list[Run]:
-        """Read the next runs in queue order (passing over what a tag limit forbids), then
-        move exactly those to STARTING, in one write transaction."""
         if limit <= 0:
             return []
-        due = enc_time(now)
-        async with self._write() as tx:
-            conn = tx.conn
-            if limits.tag_limits:
-                rows = await self._admit(conn, limit, limits, due)
-            else:
-                if limits.max_concurrent_runs is not None:
-                    in_flight = await scalar(
-                        conn, f"SELECT count(*) FROM runs WHERE status IN {_IN_FLIGHT}"
-                    )
-                    limit = min(limit, limits.max_concurrent_runs - in_flight)
-                rows = []
-                if limit > 0:
-                    rows = list(await conn.execute_fetchall(_NEXT_QUEUED, (due, limit)))
-            if not rows:
-                return []
-            ids = dumps([row[0] for row in rows])
-            cursor = await conn.execute(_CLAIM, (node_id, ids))
-            if cursor.rowcount != len(rows):  # cannot happen under BEGIN IMMEDIATE
-                raise StoreError(f"store {self._location}: runs changed during a claim")
-            data = dumps({"node_id": node_id})
-            await conn.execute(_ADD_EVENTS, (ids, due, "run.starting", data))
-            tx.runs_changed = True
-        starting = RunStatus.STARTING
-        return [run_from_row((*row[:2], starting, *row[3:18], node_id)) for row in rows]
+        return await self._on_thread(
+            partial(dispatch_sql.claim, node_id=node_id, limit=limit, limits=limits, now=now)
+        )
 
-    @staticmethod
-    async def _admit(
-        conn: aiosqlite.Connection, limit: int, limits: ConcurrencyLimits, due: str
-    ) -> list[Any]:
-        """The rows of the runs to claim, in queue order, that fit the limits given what is
-        in flight.
-
-        The counter starts from the in-flight runs, counted per tag in SQL (run_tags), then
-        walks the queue in chunks sized by how many runs the limits passed over so far: the
-        work follows what is claimed, not the queue length, unless limits pass over many."""
-        keys = dumps(sorted({lim.key for lim in limits.tag_limits}))
-        counter = LimitCounter(limits)
-        for key, value, count in await conn.execute_fetchall(_IN_FLIGHT_TAGS, (keys,)):
-            if key is None:
-                counter.total = count
-                continue
-            # What LimitCounter.charge adds, for `count` in-flight runs tagged key=value.
-            for i, tag_limit in enumerate(limits.tag_limits):
-                slot = tag_limit.slot({key: value})
-                if slot is not None:
-                    counter.counts[(i, slot)] += count
-        admitted: list[Any] = []
-        scanned = 0
-        parsed: dict[str, dict[str, Any]] = {}  # tags JSON -> tags; many runs share them
-        async with conn.execute(_QUEUE, (due,)) as cursor:
-            while len(admitted) < limit and not counter.full():
-                wanted = limit - len(admitted)
-                ratio = scanned / len(admitted) if admitted else 1.0
-                rows = await cursor.fetchmany(min(int(wanted * ratio * 1.2) + 32, 8192))
-                if not rows:
-                    break
-                for row in rows:
-                    scanned += 1
-                    tags = parsed.get(row[7])
-                    if tags is None:
-                        tags = parsed[row[7]] = mapping(row[7])
-                    if counter.admit(tags):
-                        admitted.append(row)
-                        if len(admitted) >= limit or counter.full():
-                            break
-        return admitted
+    async def move_and_claim(
+        self,
+        moves: Sequence[RunMove],
+        *,
+        node_id: str,
+        limit: int,
+        limits: ConcurrencyLimits,
+        now: datetime,
+        start: Callable[[Run], RunMove | None] | None = None,
+    ) -> MoveAndClaim:
+        if not moves and limit <= 0:
+            return MoveAndClaim()
+        return await self._on_thread(
+            partial(
+                dispatch_sql.move_and_claim,
+                moves=moves,
+                node_id=node_id,
+                limit=limit,
+                limits=limits,
+                now=now,
+                start=start,
+            )
+        )
 
     async def transition_run(
         self,
@@ -416,62 +411,15 @@ class SqliteStore:
         event: Mapping[str, Any] | None = None,
     ) -> Run:
         move = RunMove(run_id=run_id, status=status, now=now, error=error, event=event)
-        async with self._write() as tx:
-            return await self._move(tx, move)
+        [result] = await self.transition_runs([move])
+        if isinstance(result, TickdError):
+            raise result
+        return result
 
     async def transition_runs(self, moves: Sequence[RunMove]) -> list[Run | TickdError]:
-        results: list[Run | TickdError] = []
         if not moves:
-            return results
-        async with self._write() as tx:
-            events: list[tuple[str, str, str, str]] = []
-            for move in moves:
-                try:
-                    results.append(await self._move(tx, move, events))
-                except (IllegalTransitionError, RunNotFoundError) as exc:  # nothing written
-                    results.append(exc)
-            await tx.conn.executemany(_INSERT_EVENT, events)
-        return results
-
-    async def _move(
-        self, tx: _Tx, move: RunMove, events: list[tuple[str, str, str, str]] | None = None
-    ) -> Run:
-        """One compare-and-set UPDATE from any legal source status (the domain's table);
-        the event is queued in `events` (or written now). Only when the UPDATE matches
-        nothing is the run read, to say why."""
-        run_id, status, now = move.run_id, move.status, move.now
-        at = enc_time(now)
-        updated = list(
-            await tx.conn.execute_fetchall(
-                _MOVE,
-                (
-                    status.value,
-                    status.value,
-                    at,
-                    int(status.is_terminal),
-                    at,
-                    move.error,
-                    run_id,
-                    dumps([s.value for s in legal_sources(status)]),
-                ),
-            )
-        )
-        if not updated:
-            rows = list(
-                await tx.conn.execute_fetchall(
-                    "SELECT status FROM runs WHERE run_id = ?", (run_id,)
-                )
-            )
-            if not rows:
-                raise RunNotFoundError(run_id)
-            raise IllegalTransitionError(run_id, rows[0][0], status.value)
-        tx.runs_changed = True
-        event = (run_id, at, f"run.{status.value.lower()}", dumps(dict(move.event or {})))
-        if events is None:
-            await tx.conn.execute(_INSERT_EVENT, event)
-        else:
-            events.append(event)
-        return run_from_row(updated[0])
+            return []
+        return await self._on_thread(partial(dispatch_sql.move_runs, moves=moves))
 
     async def get_run(self, run_id: str) -> Run | None:
         async with self._read() as conn:
@@ -854,46 +802,7 @@ ON CONFLICT (instigator_kind, instigator_name) DO UPDATE SET
     updated_at = ?7
 """
 
-_QUEUE_WHERE = "status = 'QUEUED' AND (not_before IS NULL OR not_before <= ?)"
-_QUEUE_ORDER = "ORDER BY priority DESC, created_at, run_id"
-
-_QUEUE = f"SELECT {RUN_COLUMNS} FROM runs WHERE {_QUEUE_WHERE} {_QUEUE_ORDER}"
-
-_NEXT_QUEUED = f"{_QUEUE} LIMIT ?"
-
-_CLAIM = """
-UPDATE runs SET status = 'STARTING', node_id = ?
-WHERE run_id IN (SELECT value FROM json_each(?)) AND status = 'QUEUED'
-"""
-
 _MAX_COMPOUND = 400
-
-# In flight: the total (key NULL), then per (key, value) of the limited keys.
-_IN_FLIGHT_TAGS = f"""
-SELECT NULL, NULL, count(*) FROM runs WHERE status IN {_IN_FLIGHT}
-UNION ALL
-SELECT t.key, t.value, count(*) FROM runs AS r CROSS JOIN run_tags AS t
- WHERE r.status IN {_IN_FLIGHT} AND t.run_id = r.run_id
-   AND t.key IN (SELECT value FROM json_each(?))
- GROUP BY t.key, t.value
-"""
-
-_ADD_EVENTS = """
-INSERT INTO run_events (run_id, at, kind, data)
-SELECT value, ?2, ?3, ?4 FROM json_each(?1)
-"""
-
-# Run.moved_to in SQL: started_at set on the first RUNNING, ended_at on a final status,
-# error kept unless a new one is given; only from a status the domain allows.
-_MOVE = f"""
-UPDATE runs SET status = ?,
-  started_at = CASE WHEN ? = 'RUNNING' AND started_at IS NULL THEN ? ELSE started_at END,
-  ended_at = CASE WHEN ? THEN ? ELSE ended_at END,
-  error = COALESCE(?, error)
-WHERE run_id = ? AND status IN (SELECT value FROM json_each(?))
-RETURNING {RUN_COLUMNS}
-"""
-_INSERT_EVENT = "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)"
 
 # A run's events, the first (`run.enqueued`, seq 0) read from the run row itself; stores
 # written before schema version 2 hold it as a row, which is then shown instead.

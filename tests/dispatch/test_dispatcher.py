@@ -14,6 +14,7 @@ import structlog.testing
 from daemon import job
 from daemon.adapters.inprocess_executor import InProcessExecutor
 from daemon.adapters.memory_store import MemoryStore
+from daemon.adapters.sqlite_store import SqliteStore
 from daemon.definitions import ExecutorKind, Job
 from daemon.dispatch import RECOVERED_REASON, Dispatcher, retry_delay
 from daemon.domain.ids import IdGenerator
@@ -282,3 +283,119 @@ async def test_drain_lets_short_runs_finish_and_cancels_the_rest(make):
     stopped = await h.store.get_run(f.run_id)
     assert stopped.status is RunStatus.CANCELED
     assert "drain timeout" in stopped.error
+
+
+async def test_a_run_is_claimed_started_and_finished_with_its_events(make, _quiet_logs):
+    @job(executor="async")
+    async def fine(context):
+        pass
+
+    h = make({"fine": fine})
+    await h.start()
+    run = queued("fine")
+    await h.enqueue(run)
+    await h.settle()
+    done = await h.store.get_run(run.run_id)
+    assert (done.status, done.node_id, done.started_at, done.ended_at) == (
+        RunStatus.SUCCESS,
+        "node-a",
+        T0,
+        T0,
+    )
+    events = await h.store.run_events(run.run_id)
+    assert [e.kind for e in events] == [
+        "run.enqueued",
+        "run.starting",
+        "run.running",
+        "run.success",
+    ]
+    assert events[2].data == {"queue_wait_s": 0.0, "node_id": "node-a"}
+    assert [e["event"] for e in _quiet_logs if e.get("run_id") == run.run_id] == [
+        "run.started",
+        "run.succeeded",
+    ]
+
+
+async def test_a_thread_job_s_log_lines_reach_the_store_while_it_runs(make):
+    release = threading.Event()
+
+    @job(executor="thread")
+    def chatty(context):
+        context.log.info("halfway")
+        release.wait(10)
+
+    h = make({"chatty": chatty})
+    appended = anyio.Event()
+    append_logs = h.store.append_logs
+
+    async def watched(run_id, lines):
+        await append_logs(run_id, lines)
+        appended.set()
+
+    h.store.append_logs = watched
+    await h.start()
+    run = queued("chatty")
+    await h.enqueue(run)
+    try:
+        with anyio.fail_after(10):
+            await appended.wait()  # flushed while the job still runs
+        assert (await h.store.get_run(run.run_id)).status is RunStatus.RUNNING
+    finally:
+        release.set()
+    await h.settle()
+    [line] = await h.store.read_logs(run.run_id)
+    assert "halfway" in line.text
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_drain_keeps_the_global_limit_and_the_queue_order(backend, tmp_path):
+    running = 0
+    peak = 0
+    order: list[int] = []
+
+    @job(executor="thread")
+    def work(context):
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            order.append(context.run_config["n"])
+        release.wait(0.001)  # overlap a little with the others
+        with lock:
+            running -= 1
+
+    lock, release = threading.Lock(), threading.Event()
+    store = MemoryStore() if backend == "memory" else await SqliteStore.open(tmp_path / "t.db")
+    clock = FakeClock(T0)
+    jobs = {"work": work}
+    executor = InProcessExecutor(lambda: jobs, clock=clock)
+    dispatcher = Dispatcher(
+        store=store,
+        clock=clock,
+        executors={ExecutorKind.THREAD: executor},
+        jobs=jobs,
+        node_id="node-a",
+        limits=ConcurrencyLimits(max_concurrent_runs=3),
+        default_executor=ExecutorKind.THREAD,
+    )
+    runs = [
+        queued("work", priority=n % 3, at=T0 + timedelta(seconds=n), run_config={"n": n})
+        for n in range(30)
+    ]
+    await store.create_runs(runs)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(dispatcher.run)
+        with anyio.fail_after(20):
+            await dispatcher.wait_idle()
+        tg.cancel_scope.cancel()
+    done = await store.list_runs(RunQuery(limit=None))
+    claimed_at = {}  # run -> seq of its run.starting event: the order of the claims
+    for run in done:
+        [starting] = [e for e in await store.run_events(run.run_id) if e.kind == "run.starting"]
+        claimed_at[run.run_id] = starting.seq
+    await store.close()
+    assert {r.status for r in done} == {RunStatus.SUCCESS}
+    assert peak <= 3
+    in_claim_order = sorted(done, key=lambda r: claimed_at[r.run_id])
+    assert in_claim_order == sorted(done, key=lambda r: (-r.priority, r.created_at, r.run_id))
+    assert sorted(order) == list(range(30))
