@@ -125,7 +125,7 @@ def next_time_ms(n: int = 10_000) -> float:
     """Next fire time for n schedules sharing one (cron, zone), from a cold cache."""
     from daemon.domain import cron
 
-    cron._next_fire.cache_clear()
+    cron.clear_fire_cache()
     after = datetime(2026, 3, 2, 12, 0, 30, tzinfo=UTC)
     t0 = time.perf_counter()
     for _ in range(n):
