@@ -33,6 +33,7 @@ bisection; a run grows (doubling) when asked about its last instant.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from bisect import bisect_right
@@ -52,6 +53,7 @@ __all__ = [
     "MAX_GAP",
     "Cron",
     "clear_fire_cache",
+    "fire_times_between",
     "next_fire",
     "parse_cron",
     "zone",
@@ -304,30 +306,53 @@ def next_fire(expressions: tuple[str, ...], timezone: str, after: datetime) -> d
     that steps from tick to tick, and many schedules with the same crons and zone, cost
     a bisection each, not a cron computation.
     """
-    if not expressions:
-        raise ValueError("next_fire needs at least one cron expression")
-    # Keyed by the UTC instant: aware datetimes of one zone compare by wall time, so the
-    # two instants of a repeated hour would look equal.
-    if after.tzinfo is not UTC:
-        if after.tzinfo is None or after.utcoffset() is None:
-            raise ValueError(f"expected a timezone-aware datetime, got naive {after.isoformat()}")
-        after = after.astimezone(UTC)
-    key = (expressions, timezone)
+    u = _aware_utc(after)
     with _fire_lock:
-        runs = _fire_runs.pop(key, None)  # re-inserted below: the newest key is last
-        if runs is None:
-            crons = tuple(parse_cron(e, timezone) for e in expressions)
-            runs = _FireRuns(crons)
-        _fire_runs[key] = runs
-        if len(_fire_runs) > _MAX_FIRE_KEYS:
-            del _fire_runs[next(iter(_fire_runs))]
-        return runs.next_after(after)
+        return _runs_of(expressions, timezone).next_after(u)
+
+
+def fire_times_between(
+    expressions: tuple[str, ...], timezone: str, after: datetime, until: datetime
+) -> list[datetime]:
+    """Every fire instant `f` with `after < f <= until` over the crons of one schedule,
+    ascending, each once; from the same cache as `next_fire`."""
+    t, end = _aware_utc(after), _aware_utc(until)
+    times: list[datetime] = []
+    with _fire_lock:
+        runs = _runs_of(expressions, timezone)
+        while (t := runs.next_after(t)) <= end:
+            times.append(t)
+    return times
 
 
 def clear_fire_cache() -> None:
     """Forget every cached run of fire instants (benchmarks measure a cold start)."""
     with _fire_lock:
         _fire_runs.clear()
+
+
+def _aware_utc(t: datetime) -> datetime:
+    """Aware `t` in UTC. Cached instants are UTC: aware datetimes of one zone compare by
+    wall time, so the two instants of a repeated hour would look equal."""
+    if t.tzinfo is UTC:
+        return t
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"expected a timezone-aware datetime, got naive {t.isoformat()}")
+    return t.astimezone(UTC)
+
+
+def _runs_of(expressions: tuple[str, ...], timezone: str) -> _FireRuns:
+    """The cached runs of a (crons, zone) pair; hold `_fire_lock`."""
+    key = (expressions, timezone)
+    runs = _fire_runs.get(key)
+    if runs is None:
+        if not expressions:
+            raise ValueError("next_fire needs at least one cron expression")
+        runs = _fire_runs[key] = _FireRuns(tuple(parse_cron(e, timezone) for e in expressions))
+        if len(_fire_runs) > _MAX_FIRE_KEYS:  # forget the pair used least recently
+            del _fire_runs[min(_fire_runs, key=lambda k: _fire_runs[k].used)]
+    runs.used = next(_uses)
+    return runs
 
 
 _KNOWN_DAYS = 64  # matching days a Cron remembers
@@ -338,6 +363,7 @@ _MAX_GROWTH = 64  # fire instants a run adds at most at once
 _MAX_RUN = 256  # a run longer than this forgets its older half
 _fire_lock = threading.Lock()
 _fire_runs: dict[tuple[tuple[str, ...], str], _FireRuns] = {}
+_uses = itertools.count()
 
 
 class _FireRun:
@@ -355,11 +381,12 @@ class _FireRun:
 class _FireRuns:
     """The runs of fire instants of one (crons, zone) pair, most recently used first."""
 
-    __slots__ = ("crons", "runs")
+    __slots__ = ("crons", "runs", "used")
 
     def __init__(self, crons: Sequence[Cron]) -> None:
         self.crons = crons
         self.runs: list[_FireRun] = []
+        self.used = 0
 
     def next_after(self, u: datetime) -> datetime:
         runs = self.runs

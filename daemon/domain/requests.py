@@ -85,7 +85,9 @@ class SensorResult:
 
 def default_run_key(scheduled_for: datetime) -> str:
     """The run_key a schedule tick gets when its request names none: the tick time."""
-    return scheduled_for.astimezone(UTC).isoformat()
+    if scheduled_for.tzinfo is not UTC:
+        scheduled_for = scheduled_for.astimezone(UTC)
+    return scheduled_for.isoformat()
 
 
 RunKeyDedup = tuple[str, str, str]  # (instigator kind, instigator name, run_key)
