@@ -193,7 +193,7 @@ def build_runs(
         job_name = request.job or defaults.job
         base = bases.get(job_name)
         if base is None:
-            base = bases[job_name] = _base(what, job_name, jobs, instigator, defaults)
+            base = bases[job_name] = job_base(what, job_name, jobs, instigator, defaults)
         job_name, job, base_tags, base_priority = base
         if request.partition_key is not None:
             if job.partitions is None:
@@ -238,7 +238,7 @@ def build_runs(
     return runs
 
 
-def _base(
+def job_base(
     what: str,
     job_name: str | None,
     jobs: Mapping[str, Job],

@@ -14,7 +14,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -28,7 +28,14 @@ from daemon.definitions import Job, RunStatusSensor, Schedule, Sensor
 from daemon.domain.firing import Overlap, jitter_offset
 from daemon.domain.ids import IdGenerator
 from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
-from daemon.domain.ticks import InstigatorState, InstigatorStatus, Tick, TickCommit, TickStatus
+from daemon.domain.ticks import (
+    InstigatorState,
+    InstigatorStatus,
+    Outcome,
+    Tick,
+    TickCommit,
+    TickStatus,
+)
 from daemon.errors import LeaseLostError, TickdError
 from daemon.evaluation import SyncCall
 from daemon.ports import Clock, Store
@@ -38,6 +45,7 @@ log = structlog.get_logger("tickd.loop")
 
 Key = tuple[InstigatorKind, str]
 _SCHEDULE = InstigatorKind.SCHEDULE
+_CREATED = Outcome.CREATED
 
 # After a failed commit (store unavailable, disk full) an instigator is retried after this.
 COMMIT_RETRY = timedelta(seconds=5)
@@ -302,7 +310,7 @@ class Scheduler:
         if not self._is_running(key, sched.default_status):
             return None
         nxt = next_fire_time(sched, self._last_tick(key))
-        return nxt + jitter_offset(sched.name, nxt, sched.jitter)
+        return nxt + jitter_offset(sched.name, nxt, sched.jitter) if sched.jitter else nxt
 
     def _sensor_due(self, sensor: Sensor) -> datetime | None:
         key: Key = (InstigatorKind.SENSOR, sensor.name)
@@ -525,7 +533,9 @@ class Scheduler:
         tick_log = self._log
         for tick in ticks:
             _log_tick(tick_log, tick)
-        if self.on_enqueued is not None and any(t.run_ids for t in ticks):
+        if self.on_enqueued is not None and any(
+            d.outcome is _CREATED for t in ticks for d in t.decisions
+        ):
             self.on_enqueued()
 
     def _remember(self, key: Key, commits: list[TickCommit]) -> None:
@@ -539,8 +549,13 @@ class Scheduler:
                 cursor = u.cursor
             last_tick_at = u.last_tick_at or last_tick_at
             last_run_key = u.last_run_key or last_run_key
-        self._states[key] = replace(
-            state, cursor=cursor, last_tick_at=last_tick_at, last_run_key=last_run_key
+        self._states[key] = InstigatorState(
+            instigator=state.instigator,
+            status=state.status,
+            cursor=cursor,
+            last_tick_at=last_tick_at,
+            last_run_key=last_run_key,
+            updated_at=state.updated_at,
         )
 
     # ---- helpers -------------------------------------------------------------------------
@@ -587,24 +602,28 @@ def _report(pending: _Pending) -> None:
 def _log_tick(logger: structlog.typing.FilteringBoundLogger, tick: Tick) -> None:
     started = tick.started_at
     scheduled = tick.scheduled_for
+    decisions = tick.decisions
+    created = [d.run_id for d in decisions if d.outcome is _CREATED]
     fields: dict[str, object] = {
         "instigator": tick.instigator.name,
         "kind": tick.instigator.kind.value,
         "tick_id": tick.tick_id,
         "status": tick.status.value,
-        "runs_created": len(tick.run_ids),
-        "deduplicated": len(tick.deduplicated),
+        "runs_created": len(created),
+        "deduplicated": len(decisions) - len(created),
     }
     if scheduled is not None:
         fields["scheduled_for"] = scheduled.isoformat()
         fields["lag_s"] = round((started - scheduled).total_seconds(), 6)
     if tick.ended_at is not None:
         fields["duration_s"] = round((tick.ended_at - started).total_seconds(), 6)
-    if tick.run_ids:
-        fields["run_ids"] = list(tick.run_ids)
+    if created:
+        fields["run_ids"] = created
     if tick.skip_reason:
         fields["skip_reason"] = tick.skip_reason
     if tick.error:
         fields["error"] = tick.error.splitlines()[0]
-    level = "warning" if tick.status is TickStatus.FAILURE else "info"
-    getattr(logger, level)("tick.completed", **fields)
+    if tick.status is TickStatus.FAILURE:
+        logger.warning("tick.completed", **fields)
+    else:
+        logger.info("tick.completed", **fields)

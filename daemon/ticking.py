@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import anyio
 
@@ -18,8 +19,8 @@ from daemon.definitions import Job, RunStatusSensor, Schedule, Sensor
 from daemon.domain.cron import fire_times_between, next_fire, zone
 from daemon.domain.firing import Overlap, TickPlan, decide_overlap, plan_ticks
 from daemon.domain.ids import IdGenerator
-from daemon.domain.requests import RunRequest
-from daemon.domain.runs import Instigator, InstigatorKind, Run
+from daemon.domain.requests import RunRequest, default_run_key
+from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
 from daemon.domain.ticks import StateUpdate, Tick, TickCommit, TickStatus
 from daemon.evaluation import (
     Answer,
@@ -29,10 +30,13 @@ from daemon.evaluation import (
     _Base,
     build_runs,
     call_user_fn,
+    job_base,
     read_answer,
 )
 
 _ONE_RUN = Answer(requests=(RunRequest(),))
+# instigator, job name, tags, priority, run config
+_Template = tuple[Instigator, str, dict[str, str], int, Mapping[str, Any]]
 
 
 def schedule_instigator(name: str) -> Instigator:
@@ -138,13 +142,17 @@ class Evaluator:
         if plan is None:
             return []
         commits = self._missed(schedule, plan, now)
+        template = self._plain_template(schedule)
         for t in plan.run:
             started = self.now()
-            commits.append(
-                self._schedule_commit(
-                    schedule, t, self._plain_answer(schedule, t), (), started, self.ids.new(started)
+            if template is None:  # a partitioned or unknown job: the general path
+                answer = self._plain_answer(schedule, t)
+                commit = self._schedule_commit(
+                    schedule, t, answer, (), started, self.ids.new(started)
                 )
-            )
+            else:
+                commit = self._plain_commit(template, t, started)
+            commits.append(commit)
         if plan.missed:
             commits.sort(key=lambda c: c.tick.scheduled_for or now)
         return commits
@@ -271,6 +279,52 @@ class Evaluator:
             )
             self._parts[schedule.name] = parts
         return parts[1], parts[2], parts[3]
+
+    def _plain_template(self, schedule: Schedule) -> _Template | None:
+        """What every tick of a plain schedule of an unpartitioned job creates: one run
+        with the job's and the schedule's tags, priority and config, as `build_runs`
+        makes them for a `RunRequest()`. None for a partitioned or unknown job."""
+        instigator, defaults, bases = self._schedule_parts(schedule)
+        job_name = schedule.job_name
+        base = bases.get(job_name)
+        if base is None:
+            job = self.jobs.get(job_name)
+            if job is None:
+                return None
+            base = bases[job_name] = job_base(
+                f"schedule {schedule.name!r}", job_name, self.jobs, instigator, defaults
+            )
+        if base[1].partitions is not None:
+            return None
+        return instigator, base[0], base[2], base[3], defaults.run_config or {}
+
+    def _plain_commit(
+        self, template: _Template, scheduled_for: datetime, started: datetime
+    ) -> TickCommit:
+        """The commit of one tick of a plain schedule (see `_plain_template`)."""
+        instigator, job_name, tags, priority, run_config = template
+        tick_id, run_id = self.ids.many(started, 2)  # in the order of the general path
+        run = Run(
+            run_id=run_id,
+            job=job_name,
+            status=RunStatus.QUEUED,
+            instigator=instigator,
+            created_at=started,
+            priority=priority,
+            tags=dict(tags),
+            run_config=dict(run_config),
+            run_key=default_run_key(scheduled_for),
+            tick_id=tick_id,
+        )
+        tick = Tick(
+            tick_id=tick_id,
+            instigator=instigator,
+            status=TickStatus.SUCCESS,
+            started_at=started,
+            ended_at=self.now(),
+            scheduled_for=scheduled_for,
+        )
+        return TickCommit(tick=tick, runs=(run,), state=StateUpdate(last_tick_at=scheduled_for))
 
     def _plain_answer(self, schedule: Schedule, scheduled_for: datetime) -> Answer:
         """What a schedule without a function asks for: one run of its job, keyed by the

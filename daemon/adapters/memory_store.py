@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -67,6 +67,7 @@ from daemon.ports import (
 )
 
 _MISSING: Any = object()
+T = TypeVar("T")
 StateKey = tuple[InstigatorKind, str]
 
 
@@ -170,24 +171,30 @@ class MemoryStore:
     ) -> list[Tick]:
         if lease_epoch is not None and (self._lease is None or self._lease.epoch != lease_epoch):
             raise LeaseLostError(lease_epoch)
-        with self._atomic() as journal:
+        journal, seq, changes = _Journal(), self._seq, self._changes  # as _atomic, inline
+        try:
             resolved = self._insert_runs([r for b in batches for r in b.kept], journal)
             self._fault("commit_ticks.after_runs")
             # A tick given in UTC is stored as given; it is frozen, so the caller gets the
             # same object back.
             given = [
-                dataclasses.replace(c.tick, decisions=b.decisions(resolved))
+                _tick_with_decisions(c.tick, b.decisions(resolved))
                 for c, b in zip(commits, batches, strict=True)
             ]
-            ticks = [_stored_tick(tick) for tick in given]
-            for tick in ticks:
-                if tick.tick_id in self._ticks:
-                    raise DuplicateIdError("tick", tick.tick_id)
-                journal.set(self._ticks, tick.tick_id, tick)
+            stored_ticks = self._ticks
+            for tick in given:
+                stored = _stored_tick(tick)
+                if stored.tick_id in stored_ticks:
+                    raise DuplicateIdError("tick", stored.tick_id)
+                journal.set(stored_ticks, stored.tick_id, stored)
             self._fault("commit_ticks.after_tick")
             for commit in commits:
                 self._update_state(commit, journal)
             self._fault("commit_ticks.after_state")
+        except BaseException:
+            journal.rollback()
+            self._seq, self._changes = seq, changes
+            raise
         return given
 
     def _insert_runs(self, kept: Sequence[Run], journal: _Journal) -> dict[str, Decision]:
@@ -578,8 +585,42 @@ def _utc(dt: datetime | None) -> datetime | None:
     return dt if dt is None or dt.tzinfo is UTC else utc(dt)
 
 
+def _replacer(cls: type[T], *changed: str) -> Callable[..., T]:
+    """A fast `dataclasses.replace(old, **changes)` for the fields `changed`, given
+    positionally after `old`, of a frozen slotted dataclass (as store_codec's
+    fast_constructor builds objects): a commit copies a run and a tick per tick."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    if set(getattr(cls, "__slots__", ())) != set(names) or hasattr(cls, "__post_init__"):
+
+        def slow(old: Any, *values: Any) -> T:
+            copied: T = dataclasses.replace(old, **dict(zip(changed, values, strict=True)))
+            return copied
+
+        return slow
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    namespace.update({f"set_{name}": getattr(cls, name).__set__ for name in names})
+    body = "".join(
+        f"    set_{name}(obj, {name if name in changed else 'old.' + name})\n" for name in names
+    )
+    source = f"def make(old, {', '.join(changed)}):\n    obj = new(cls)\n{body}    return obj\n"
+    exec(source, namespace)  # names are the dataclass's own field identifiers
+    make: Callable[..., T] = namespace["make"]
+    return make
+
+
+_tick_with_decisions = _replacer(Tick, "decisions")
+_run_with_copies = _replacer(Run, "tags", "run_config")
+
+
 def _stored_run(run: Run) -> Run:
     """`run` as a store reads it back: UTC times, tags and config through JSON."""
+    if (
+        run.created_at.tzinfo is UTC
+        and run.started_at is None
+        and run.ended_at is None
+        and run.not_before is None
+    ):  # a new run, in UTC: only the mappings to copy
+        return _run_with_copies(run, _json_copy(run.tags), _json_copy(run.run_config))
     return dataclasses.replace(
         run,
         created_at=utc(run.created_at) if run.created_at.tzinfo is not UTC else run.created_at,

@@ -65,6 +65,10 @@ MAX_GAP = timedelta(hours=3)
 DEFAULT_LOOKBACK = timedelta(days=8 * 366)
 """How far `Cron.previous_at_or_before` looks back: enough for a 29 February cron."""
 
+# Zones that keep one UTC offset forever (with every "Etc/..." zone).
+_FIXED_ZONES = frozenset(
+    {"UTC", "UCT", "GMT", "GMT0", "GMT+0", "GMT-0", "Greenwich", "Universal", "Zulu"}
+)
 _SECOND = timedelta(seconds=1)
 _MICROSECOND = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1)
@@ -195,6 +199,8 @@ class Cron:
         """The first fire instant after `u`, walking segments of constant offset forward."""
         tz = self._tz
         offset = _offset(tz, u)
+        if tz.key in _FIXED_ZONES or tz.key.startswith("Etc/"):  # one offset, no shifts
+            return self._wall_after(u + offset) - offset
         seen = u  # shifts at or before this instant are accounted for
         wall = u + offset  # the next fire's wall time is after this one
         while True:
