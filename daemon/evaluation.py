@@ -6,12 +6,13 @@ helpers, so every path reads a schedule's or sensor's answer the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -148,6 +149,39 @@ def _requests(what: str, values: Iterable[object]) -> tuple[RunRequest, ...]:
 
 _Base = tuple[str, Job, dict[str, str], int]  # job name, job, tags, priority
 
+T = TypeVar("T")
+
+
+def keyword_constructor(cls: type[T]) -> Callable[..., T]:
+    """A keyword-only constructor for a frozen, slotted dataclass that sets the slots
+    directly (its __init__ goes through object.__setattr__ field by field): about half
+    the cost, for the runs and ticks built on every tick. Fields with a default factory
+    must be given; everything else is as the dataclass's own __init__."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = [f.name for f in fields]
+    if set(getattr(cls, "__slots__", ())) != set(names) or hasattr(cls, "__post_init__"):
+        return cls
+    # Generated names start with "__": no clash with a field (a field "set_cursor").
+    namespace: dict[str, Any] = {"__new": object.__new__, "__cls": cls}
+    params = []
+    for f in fields:
+        namespace[f"__set_{f.name}"] = getattr(cls, f.name).__set__
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            namespace[f"__default_{f.name}"] = f.default
+            params.append(f"{f.name}=__default_{f.name}")
+    body = "".join(f"    __set_{name}(__obj, {name})\n" for name in names)
+    source = (
+        f"def make(*, {', '.join(params)}):\n    __obj = __new(__cls)\n{body}    return __obj\n"
+    )
+    exec(source, namespace)  # names are the dataclass's own field identifiers
+    make: Callable[..., T] = namespace["make"]
+    return make
+
+
+new_run = keyword_constructor(Run)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunDefaults:
@@ -221,7 +255,7 @@ def build_runs(
         else:
             tags, priority = dict(base_tags), base_priority
         runs.append(
-            Run(
+            new_run(
                 run_id=run_id,
                 job=job_name,
                 status=queued,
@@ -229,7 +263,9 @@ def build_runs(
                 created_at=now,
                 priority=priority,
                 tags=tags,
-                run_config={**default_config, **request.run_config},
+                run_config={**default_config, **request.run_config}
+                if default_config or request.run_config
+                else {},
                 partition_key=request.partition_key,
                 run_key=run_key,
                 tick_id=tick_id,

@@ -31,10 +31,15 @@ from daemon.evaluation import (
     build_runs,
     call_user_fn,
     job_base,
+    keyword_constructor,
+    new_run,
     read_answer,
 )
 
 _ONE_RUN = Answer(requests=(RunRequest(),))
+_new_tick = keyword_constructor(Tick)
+_new_commit = keyword_constructor(TickCommit)
+_new_state = keyword_constructor(StateUpdate)
 # instigator, job name, tags, priority, run config
 _Template = tuple[Instigator, str, dict[str, str], int, Mapping[str, Any]]
 
@@ -77,6 +82,7 @@ class Evaluator:
     _parts: dict[str, tuple[Schedule, Instigator, RunDefaults, dict[str | None, _Base]]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _tick(
         self,
@@ -158,18 +164,38 @@ class Evaluator:
         return commits
 
     def _plan(self, schedule: Schedule, last_tick_at: datetime, now: datetime) -> TickPlan | None:
-        due = fire_times_between(schedule.cron, schedule.timezone, last_tick_at, now)
-        if not due:
-            return None
-        return plan_ticks(
-            due,
-            now=now - timedelta(seconds=schedule.jitter) if schedule.jitter else now,
-            catchup=schedule.catchup,
-            max_catchup=schedule.max_catchup,
-            catchup_window=None
-            if schedule.catchup_window is None
-            else timedelta(seconds=schedule.catchup_window),
+        # Schedules due together mostly share crons, zone, policy and last tick: plan
+        # once for all of them (remembered for one `now` at a time).
+        key = (
+            schedule.cron,
+            schedule.timezone,
+            last_tick_at,
+            schedule.jitter,
+            schedule.catchup,
+            schedule.max_catchup,
+            schedule.catchup_window,
         )
+        memo = self._memo
+        if memo.get("plans_at") != now:
+            memo["plans_at"], memo["plans"] = now, {}
+        plans: dict[object, TickPlan | None] = memo["plans"]
+        if key in plans:
+            return plans[key]
+        due = fire_times_between(schedule.cron, schedule.timezone, last_tick_at, now)
+        plan = None
+        if due:
+            plan = plan_ticks(
+                due,
+                now=now - timedelta(seconds=schedule.jitter) if schedule.jitter else now,
+                catchup=schedule.catchup,
+                max_catchup=schedule.max_catchup,
+                catchup_window=None
+                if schedule.catchup_window is None
+                else timedelta(seconds=schedule.catchup_window),
+            )
+        if len(plans) < 1024:
+            plans[key] = plan
+        return plan
 
     def _missed(self, schedule: Schedule, plan: TickPlan, now: datetime) -> list[TickCommit]:
         if not plan.missed:
@@ -304,7 +330,7 @@ class Evaluator:
         """The commit of one tick of a plain schedule (see `_plain_template`)."""
         instigator, job_name, tags, priority, run_config = template
         tick_id, run_id = self.ids.many(started, 2)  # in the order of the general path
-        run = Run(
+        run = new_run(
             run_id=run_id,
             job=job_name,
             status=RunStatus.QUEUED,
@@ -313,10 +339,10 @@ class Evaluator:
             priority=priority,
             tags=dict(tags),
             run_config=dict(run_config),
-            run_key=default_run_key(scheduled_for),
+            run_key=self._run_key(scheduled_for),
             tick_id=tick_id,
         )
-        tick = Tick(
+        tick = _new_tick(
             tick_id=tick_id,
             instigator=instigator,
             status=TickStatus.SUCCESS,
@@ -324,7 +350,17 @@ class Evaluator:
             ended_at=self.now(),
             scheduled_for=scheduled_for,
         )
-        return TickCommit(tick=tick, runs=(run,), state=StateUpdate(last_tick_at=scheduled_for))
+        return _new_commit(tick=tick, runs=(run,), state=_new_state(last_tick_at=scheduled_for))
+
+    def _run_key(self, scheduled_for: datetime) -> str:
+        """`default_run_key`, remembered for the last tick time (a fan-out asks for one
+        time thousands of times)."""
+        memo = self._memo
+        if memo.get("run_key_for") != scheduled_for:
+            memo["run_key"] = default_run_key(scheduled_for)
+            memo["run_key_for"] = scheduled_for
+        key: str = memo["run_key"]
+        return key
 
     def _plain_answer(self, schedule: Schedule, scheduled_for: datetime) -> Answer:
         """What a schedule without a function asks for: one run of its job, keyed by the

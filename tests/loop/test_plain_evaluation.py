@@ -92,3 +92,24 @@ async def test_plain_evaluation_matches_the_general_one(schedule, down):
     # and again, with what the first call cached
     again = evaluator.plain_schedule_ticks(schedule, last_tick_at=last - timedelta(days=1))
     assert [_comparable(c) for c in again] == [_comparable(c) for c in general]
+
+
+def test_keyword_constructor_builds_what_the_dataclass_builds():
+    from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
+    from daemon.domain.ticks import StateUpdate, Tick, TickStatus
+    from daemon.evaluation import keyword_constructor
+
+    who = Instigator(kind=InstigatorKind.SCHEDULE, name="s")
+    assert keyword_constructor(StateUpdate)(cursor="c", set_cursor=True) == StateUpdate(
+        cursor="c", set_cursor=True
+    )
+    tick = dict(tick_id="t", instigator=who, status=TickStatus.SUCCESS, started_at=T)
+    assert keyword_constructor(Tick)(**tick) == Tick(**tick)
+    run = dict(
+        run_id="r", job="j", status=RunStatus.QUEUED, instigator=who, created_at=T,
+        tags={"a": "b"}, run_config={},
+    )  # fmt: skip
+    made = keyword_constructor(Run)(**run)
+    assert made == Run(**run) and made.attempt == 1
+    with pytest.raises(TypeError):
+        keyword_constructor(Run)(run_id="r")  # required fields stay required
