@@ -288,7 +288,9 @@ class Scheduler:
         self._generation[key] = gen
         if due is not None:
             heapq.heappush(self._heap, (due, next(self._seq), key, gen))
-            if self._heap[0][2] == key:  # the new earliest: the sleeping loop must know
+            # The new earliest: a sleeping loop must know. A loop that is not asleep
+            # reads the heap again before it sleeps.
+            if self._sleeping and self._heap[0][2] == key:
                 self.wake()
 
     def _is_running(self, key: Key, default: InstigatorStatus) -> bool:
