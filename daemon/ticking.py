@@ -83,6 +83,9 @@ class Evaluator:
         default_factory=dict, init=False, repr=False, compare=False
     )
     _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _templates: dict[str, tuple[Schedule, _Template]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def _tick(
         self,
@@ -310,6 +313,9 @@ class Evaluator:
         """What every tick of a plain schedule of an unpartitioned job creates: one run
         with the job's and the schedule's tags, priority and config, as `build_runs`
         makes them for a `RunRequest()`. None for a partitioned or unknown job."""
+        known = self._templates.get(schedule.name)
+        if known is not None and known[0] is schedule:
+            return known[1]
         instigator, defaults, bases = self._schedule_parts(schedule)
         job_name = schedule.job_name
         base = bases.get(job_name)
@@ -322,7 +328,9 @@ class Evaluator:
             )
         if base[1].partitions is not None:
             return None
-        return instigator, base[0], base[2], base[3], defaults.run_config or {}
+        made = (instigator, base[0], base[2], base[3], defaults.run_config or {})
+        self._templates[schedule.name] = (schedule, made)
+        return made
 
     def _plain_commit(
         self, template: _Template, scheduled_for: datetime, started: datetime

@@ -634,6 +634,8 @@ def _stored_run(run: Run) -> Run:
 
 def _json_copy(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """`json_copy`, without the round trip through text for flat text (tags)."""
+    if not mapping:
+        return {}
     if all(type(k) is str and type(v) is str for k, v in mapping.items()):
         return dict(mapping)
     return json_copy(mapping)

@@ -112,7 +112,8 @@ def run_key_dedup(run: Run) -> RunKeyDedup | None:
     """At most one run ever per (instigator, run_key)."""
     if run.run_key is None:
         return None
-    return (run.instigator.kind.value, run.instigator.name, run.run_key)
+    # The kind is a StrEnum: it equals and hashes as its value, without the lookup.
+    return (run.instigator.kind, run.instigator.name, run.run_key)
 
 
 def partition_dedup(run: Run) -> PartitionDedup | None:
