@@ -14,11 +14,12 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -27,7 +28,14 @@ from daemon.definitions import Job, RunStatusSensor, Schedule, Sensor
 from daemon.domain.firing import Overlap, jitter_offset
 from daemon.domain.ids import IdGenerator
 from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
-from daemon.domain.ticks import InstigatorState, InstigatorStatus, Tick, TickCommit, TickStatus
+from daemon.domain.ticks import (
+    InstigatorState,
+    InstigatorStatus,
+    Outcome,
+    Tick,
+    TickCommit,
+    TickStatus,
+)
 from daemon.errors import LeaseLostError, TickdError
 from daemon.evaluation import SyncCall
 from daemon.ports import Clock, Store
@@ -37,9 +45,15 @@ log = structlog.get_logger("tickd.loop")
 
 Key = tuple[InstigatorKind, str]
 _SCHEDULE = InstigatorKind.SCHEDULE
+_CREATED = Outcome.CREATED
 
 # After a failed commit (store unavailable, disk full) an instigator is retried after this.
 COMMIT_RETRY = timedelta(seconds=5)
+
+# Due schedules without a function are evaluated in chunks of this many; each chunk goes
+# to the committer as soon as it is built, so the store commits one chunk while the next
+# is built.
+PLAIN_CHUNK = 256
 
 
 class Definitions(Protocol):
@@ -57,11 +71,15 @@ class Definitions(Protocol):
 
 @dataclass(slots=True)
 class _Pending:
-    """Evaluated ticks waiting for the committer, and where to hear the outcome."""
+    """Evaluated ticks of one instigator waiting for the committer (they commit in one
+    transaction), and who hears the outcome: `on_done`, called by the committer, or
+    whoever waits for `done`."""
 
     key: Key
     commits: list[TickCommit]
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: anyio.Event | None = None
+    on_done: Callable[[_Pending], None] | None = None
+    schedule: Schedule | None = None  # the definition evaluated, for `on_done`
     result: list[Tick] | None = None
     error: BaseException | None = None
 
@@ -98,13 +116,17 @@ class Scheduler:
         self._thread_limiter = anyio.CapacityLimiter(max(4, max_concurrent_evaluations))
         self._send: MemoryObjectSendStream[_Pending] | None = None
         self._sleep_scope: anyio.CancelScope | None = None
+        self._wakeup: anyio.Event | None = None  # set by wake() while nothing is due
         self._wake_pending = False
+        self._handed = 0  # pendings sent to the committer that it has not taken yet
+        self._committing = False
         self._sleeping = False
         self._sleep_deadline: datetime | None = None
         self._busy = 0
         self._idle = anyio.Event()
         self._tg: TaskGroup | None = None
         self._evaluator = self._make_evaluator()
+        self._log: structlog.typing.FilteringBoundLogger = log
 
     # ---- public surface ------------------------------------------------------------
 
@@ -112,6 +134,7 @@ class Scheduler:
         """Run until cancelled. Raises LeaseLostError if another daemon took over."""
         await self._register_schedules()
         await self.refresh_states()
+        self._log = log.bind()  # bound once: a tick's log line is on the hot path
         send, recv = anyio.create_memory_object_stream[_Pending](math.inf)
         with send:
             self._send = send
@@ -132,6 +155,8 @@ class Scheduler:
         self._sleeping = False
         if self._sleep_scope is not None:
             self._sleep_scope.cancel()
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     async def replace_definitions(self, definitions: Definitions) -> None:
         """Swap in reloaded definitions. State and history are kept; removed instigators
@@ -220,19 +245,22 @@ class Scheduler:
                 else:
                     self._tg.start_soon(self._evaluate, key)
             if plain:
-                self._tg.start_soon(self._evaluate_plain, plain)
+                await self._evaluate_plain(plain)
+                continue  # that took a while: see what is due now
             deadline = self._heap[0][0] if self._heap else None
             self._sleep_deadline = deadline
-            with anyio.CancelScope() as scope:
-                self._sleep_scope = scope
-                if self._wake_pending:
-                    scope.cancel()
+            if not self._wake_pending:  # else the heap changed meanwhile: look again
                 self._sleeping = True
                 self._check_idle()
                 if deadline is None:
-                    await anyio.sleep_forever()
+                    # Only wake() ends this sleep: an event is cheaper than a cancel scope.
+                    self._wakeup = anyio.Event()
+                    await self._wakeup.wait()
                 else:
-                    await self.clock.sleep_until(deadline)
+                    with anyio.CancelScope() as scope:
+                        self._sleep_scope = scope
+                        await self.clock.sleep_until(deadline)
+            self._wakeup = None
             self._sleeping = False
             self._sleep_scope = None
             self._wake_pending = False
@@ -260,7 +288,9 @@ class Scheduler:
         self._generation[key] = gen
         if due is not None:
             heapq.heappush(self._heap, (due, next(self._seq), key, gen))
-            if self._heap[0][2] == key:  # the new earliest: the sleeping loop must know
+            # The new earliest: a sleeping loop must know. A loop that is not asleep
+            # reads the heap again before it sleeps.
+            if self._sleeping and self._heap[0][2] == key:
                 self.wake()
 
     def _is_running(self, key: Key, default: InstigatorStatus) -> bool:
@@ -282,7 +312,7 @@ class Scheduler:
         if not self._is_running(key, sched.default_status):
             return None
         nxt = next_fire_time(sched, self._last_tick(key))
-        return nxt + jitter_offset(sched.name, nxt, sched.jitter)
+        return nxt + jitter_offset(sched.name, nxt, sched.jitter) if sched.jitter else nxt
 
     def _sensor_due(self, sensor: Sensor) -> datetime | None:
         key: Key = (InstigatorKind.SENSOR, sensor.name)
@@ -334,23 +364,60 @@ class Scheduler:
 
     async def _evaluate_plain(self, schedules: list[Schedule]) -> None:
         """Schedules without a function and without an overlap policy run no user code and
-        read nothing: evaluate all that are due at once in one pass, commit them together.
+        read nothing: the loop evaluates them itself, in chunks (each schedule's ticks stay
+        one transaction), and `_plain_committed` hears how each commit went.
+
+        One chunk, with the committer idle, the loop commits itself (no hand-over). More
+        go to the committer as soon as each is built, and the loop yields between chunks,
+        so the store commits a chunk while the next is built.
         """
-        keys: list[Key] = [(_SCHEDULE, s.name) for s in schedules]
+        assert self._send is not None, "the scheduler is not running"
+        evaluator, send = self._evaluator, self._send
+        inline = len(schedules) <= PLAIN_CHUNK and self._handed == 0 and not self._committing
+        done = 0
         try:
-            items = [
-                (key, await self._evaluator.schedule_ticks(s, last_tick_at=self._last_tick(key)))
-                for key, s in zip(keys, schedules, strict=True)
-            ]
-            outcomes = await self._commit_many([(k, c) for k, c in items if c])
-            for sched, key in zip(schedules, keys, strict=True):
-                if self._defs.schedules.get(sched.name) is sched:
-                    self._reschedule(key, self._schedule_due(sched), outcomes.get(key, True))
+            for start in range(0, len(schedules), PLAIN_CHUNK):
+                if start:
+                    await anyio.lowlevel.checkpoint()
+                chunk: list[_Pending] = []
+                for sched in schedules[start : start + PLAIN_CHUNK]:
+                    key: Key = (_SCHEDULE, sched.name)
+                    commits = evaluator.plain_schedule_ticks(
+                        sched, last_tick_at=self._last_tick(key)
+                    )
+                    pending = _Pending(
+                        key=key, commits=commits, on_done=self._plain_committed, schedule=sched
+                    )
+                    done += 1
+                    if commits:
+                        chunk.append(pending)
+                    else:  # nothing due after all (the heap ran early): just reschedule
+                        pending.result = []
+                        self._plain_committed(pending)
+                if not chunk:
+                    continue
+                if inline:
+                    await self._commit_batch(chunk)
+                    continue
+                self._handed += len(chunk)
+                for pending in chunk:
+                    send.send_nowait(pending)
         finally:
-            for key in keys:
-                self._inflight.discard(key)
-            self._busy -= len(keys)
+            for sched in schedules[done:]:  # not handed over: an evaluation raised
+                self._inflight.discard((_SCHEDULE, sched.name))
+                self._busy -= 1
             self._check_idle()
+
+    def _plain_committed(self, pending: _Pending) -> None:
+        key, sched = pending.key, pending.schedule
+        assert sched is not None
+        ok = pending.error is None
+        if ok:
+            self._remember(key, pending.commits)
+        self._inflight.discard(key)
+        self._busy -= 1
+        if self._defs.schedules.get(sched.name) is sched:
+            self._reschedule(key, self._schedule_due(sched), ok)
 
     async def _cancel_previous(self, sched: Schedule, active: list[Run]) -> None:
         """overlap='cancel_previous': a queued run is canceled outright; a running one is
@@ -396,12 +463,16 @@ class Scheduler:
         """Hand ticks to the committer (they join whatever batch it takes next) and wait
         for the outcome; True per key when its ticks are stored."""
         assert self._send is not None, "the scheduler is not running"
-        pendings = [_Pending(key=key, commits=commits) for key, commits in items]
+        pendings = [
+            _Pending(key=key, commits=commits, done=anyio.Event()) for key, commits in items
+        ]
         self._busy += 1
         try:
+            self._handed += len(pendings)
             for pending in pendings:
                 self._send.send_nowait(pending)
             for pending in pendings:
+                assert pending.done is not None
                 await pending.done.wait()
         finally:
             self._busy -= 1
@@ -426,7 +497,12 @@ class Scheduler:
                         batch.append(recv.receive_nowait())
                     except anyio.WouldBlock:
                         break
-                await self._commit_batch(batch)
+                self._handed -= len(batch)
+                self._committing = True
+                try:
+                    await self._commit_batch(batch)
+                finally:
+                    self._committing = False
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         flat = [c for p in batch for c in p.commits]
@@ -444,31 +520,45 @@ class Scheduler:
             )
             for p in batch:
                 p.error = exc
-                p.done.set()
+                _report(p)
+            self._check_idle()
+            if isinstance(exc, LeaseLostError):
+                raise
             return
         i = 0
         for p in batch:
-            p.result = ticks[i : i + len(p.commits)]
-            i += len(p.commits)
-            p.done.set()
+            n = len(p.commits)
+            p.result = ticks[i : i + n]
+            i += n
+            _report(p)
+        self._check_idle()
+        tick_log = self._log
         for tick in ticks:
-            _log_tick(tick)
-        if self.on_enqueued is not None and any(t.run_ids for t in ticks):
+            _log_tick(tick_log, tick)
+        if self.on_enqueued is not None and any(
+            d.outcome is _CREATED for t in ticks for d in t.decisions
+        ):
             self.on_enqueued()
 
     def _remember(self, key: Key, commits: list[TickCommit]) -> None:
         state = self._states.get(key) or InstigatorState(
             instigator=Instigator(kind=key[0], name=key[1])
         )
+        cursor, last_tick_at, last_run_key = state.cursor, state.last_tick_at, state.last_run_key
         for commit in commits:
             u = commit.state
-            state = replace(
-                state,
-                cursor=u.cursor if (u.set_cursor or u.cursor is not None) else state.cursor,
-                last_tick_at=u.last_tick_at or state.last_tick_at,
-                last_run_key=u.last_run_key or state.last_run_key,
-            )
-        self._states[key] = state
+            if u.set_cursor or u.cursor is not None:
+                cursor = u.cursor
+            last_tick_at = u.last_tick_at or last_tick_at
+            last_run_key = u.last_run_key or last_run_key
+        self._states[key] = InstigatorState(
+            instigator=state.instigator,
+            status=state.status,
+            cursor=cursor,
+            last_tick_at=last_tick_at,
+            last_run_key=last_run_key,
+            updated_at=state.updated_at,
+        )
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -503,27 +593,39 @@ def _effective(state: InstigatorState | None, default: InstigatorStatus) -> Inst
     return state.status
 
 
-def _log_tick(tick: Tick) -> None:
+def _report(pending: _Pending) -> None:
+    """Tell whoever waits for `pending` how its commit went."""
+    if pending.on_done is not None:
+        pending.on_done(pending)
+    if pending.done is not None:
+        pending.done.set()
+
+
+def _log_tick(logger: structlog.typing.FilteringBoundLogger, tick: Tick) -> None:
     started = tick.started_at
     scheduled = tick.scheduled_for
+    decisions = tick.decisions
+    created = [d.run_id for d in decisions if d.outcome is _CREATED]
     fields: dict[str, object] = {
         "instigator": tick.instigator.name,
         "kind": tick.instigator.kind.value,
         "tick_id": tick.tick_id,
         "status": tick.status.value,
-        "runs_created": len(tick.run_ids),
-        "deduplicated": len(tick.deduplicated),
+        "runs_created": len(created),
+        "deduplicated": len(decisions) - len(created),
     }
     if scheduled is not None:
         fields["scheduled_for"] = scheduled.isoformat()
         fields["lag_s"] = round((started - scheduled).total_seconds(), 6)
     if tick.ended_at is not None:
         fields["duration_s"] = round((tick.ended_at - started).total_seconds(), 6)
-    if tick.run_ids:
-        fields["run_ids"] = list(tick.run_ids)
+    if created:
+        fields["run_ids"] = created
     if tick.skip_reason:
         fields["skip_reason"] = tick.skip_reason
     if tick.error:
         fields["error"] = tick.error.splitlines()[0]
-    level = "warning" if tick.status is TickStatus.FAILURE else "info"
-    getattr(log, level)("tick.completed", **fields)
+    if tick.status is TickStatus.FAILURE:
+        logger.warning("tick.completed", **fields)
+    else:
+        logger.info("tick.completed", **fields)

@@ -12,6 +12,7 @@ deadline at a time and lets the loops settle in between.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 from collections.abc import Mapping
@@ -37,7 +38,10 @@ class FakeClock:
         if start.tzinfo is None:
             raise ValueError("FakeClock needs an aware start time, e.g. tzinfo=UTC")
         self._now = start.astimezone(UTC)
-        self._sleepers: list[tuple[datetime, int, anyio.Event]] = []
+        # Sleepers wait on plain asyncio futures (tickd runs on anyio's asyncio backend):
+        # a week of minutely ticks wakes ten thousand of them. A sleeper cancelled by its
+        # cancel scope cancels its future, and is no deadline any more.
+        self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
 
     def now(self) -> datetime:
@@ -47,14 +51,14 @@ class FakeClock:
         if deadline <= self._now:
             await anyio.lowlevel.checkpoint()
             return
-        event = anyio.Event()
-        heapq.heappush(self._sleepers, (deadline, next(self._seq), event))
-        await event.wait()
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (deadline, next(self._seq), woken))
+        await woken
 
     @property
     def next_deadline(self) -> datetime | None:
         """The earliest deadline someone sleeps until, if any."""
-        while self._sleepers and self._sleepers[0][2].is_set():
+        while self._sleepers and self._sleepers[0][2].done():
             heapq.heappop(self._sleepers)
         return self._sleepers[0][0] if self._sleepers else None
 
@@ -83,8 +87,9 @@ class FakeClock:
 
     def _wake_due(self) -> None:
         while self._sleepers and self._sleepers[0][0] <= self._now:
-            _, _, event = heapq.heappop(self._sleepers)
-            event.set()
+            _, _, woken = heapq.heappop(self._sleepers)
+            if not woken.done():
+                woken.set_result(None)
 
     async def advance_to(self, when: datetime) -> None:
         await self.advance(max(timedelta(0), when - self._now))

@@ -8,32 +8,40 @@ the loop commits, `tickd simulate` commits to a scratch store, previews print.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import anyio
 
 from daemon.context import RunStatusContext, ScheduleContext, SensorContext
 from daemon.definitions import Job, RunStatusSensor, Schedule, Sensor
-from daemon.domain.cron import next_fire, zone
-from daemon.domain.firing import (
-    Overlap,
-    decide_overlap,
-    plan_ticks,
-)
+from daemon.domain.cron import fire_times_between, next_fire, zone
+from daemon.domain.firing import Overlap, TickPlan, decide_overlap, plan_ticks
 from daemon.domain.ids import IdGenerator
-from daemon.domain.requests import RunRequest
-from daemon.domain.runs import Instigator, InstigatorKind, Run
+from daemon.domain.requests import RunRequest, default_run_key
+from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
 from daemon.domain.ticks import StateUpdate, Tick, TickCommit, TickStatus
 from daemon.evaluation import (
     Answer,
     EvaluationError,
     RunDefaults,
     SyncCall,
+    _Base,
     build_runs,
     call_user_fn,
+    job_base,
+    keyword_constructor,
+    new_run,
     read_answer,
 )
+
+_ONE_RUN = Answer(requests=(RunRequest(),))
+_new_tick = keyword_constructor(Tick)
+_new_commit = keyword_constructor(TickCommit)
+_new_state = keyword_constructor(StateUpdate)
+# instigator, job name, tags, priority, run config
+_Template = tuple[Instigator, str, dict[str, str], int, Mapping[str, Any]]
 
 
 def schedule_instigator(name: str) -> Instigator:
@@ -71,6 +79,13 @@ class Evaluator:
     now: Callable[[], datetime]
     thread_limiter: anyio.CapacityLimiter | None = None
     on_abandon: Callable[[str, SyncCall], None] | None = None
+    _parts: dict[str, tuple[Schedule, Instigator, RunDefaults, dict[str | None, _Base]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _templates: dict[str, tuple[Schedule, _Template]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def _tick(
         self,
@@ -112,21 +127,84 @@ class Evaluator:
         with their reason, the others evaluated. Ascending; the last carries the newest
         last_tick_at."""
         now = now or self.now()
-        due = list(fire_times(schedule, last_tick_at, now))
-        if not due:
+        plan = self._plan(schedule, last_tick_at, now)
+        if plan is None:
             return []
-        jitter = timedelta(seconds=schedule.jitter or 0)
-        plan = plan_ticks(
-            due,
-            now=now - jitter,
-            catchup=schedule.catchup,
-            max_catchup=schedule.max_catchup,
-            catchup_window=None
-            if schedule.catchup_window is None
-            else timedelta(seconds=schedule.catchup_window),
+        commits = self._missed(schedule, plan, now)
+        active = list(active_runs)
+        for t in plan.run:
+            commit = await self.schedule_tick(schedule, t, active_runs=active)
+            active.extend(commit.runs)
+            commits.append(commit)
+        if plan.missed:
+            commits.sort(key=lambda c: c.tick.scheduled_for or now)
+        return commits
+
+    def plain_schedule_ticks(
+        self, schedule: Schedule, *, last_tick_at: datetime, now: datetime | None = None
+    ) -> list[TickCommit]:
+        """`schedule_ticks` of a schedule without a function and with overlap='allow':
+        it runs no user code and reads nothing, so it needs no await."""
+        assert schedule.fn is None and schedule.overlap is Overlap.ALLOW, schedule.name
+        now = now or self.now()
+        plan = self._plan(schedule, last_tick_at, now)
+        if plan is None:
+            return []
+        commits = self._missed(schedule, plan, now)
+        template = self._plain_template(schedule)
+        for t in plan.run:
+            started = self.now()
+            if template is None:  # a partitioned or unknown job: the general path
+                answer = self._plain_answer(schedule, t)
+                commit = self._schedule_commit(
+                    schedule, t, answer, (), started, self.ids.new(started)
+                )
+            else:
+                commit = self._plain_commit(template, t, started)
+            commits.append(commit)
+        if plan.missed:
+            commits.sort(key=lambda c: c.tick.scheduled_for or now)
+        return commits
+
+    def _plan(self, schedule: Schedule, last_tick_at: datetime, now: datetime) -> TickPlan | None:
+        # Schedules due together mostly share crons, zone, policy and last tick: plan
+        # once for all of them (remembered for one `now` at a time).
+        key = (
+            schedule.cron,
+            schedule.timezone,
+            last_tick_at,
+            schedule.jitter,
+            schedule.catchup,
+            schedule.max_catchup,
+            schedule.catchup_window,
         )
+        memo = self._memo
+        if memo.get("plans_at") != now:
+            memo["plans_at"], memo["plans"] = now, {}
+        plans: dict[object, TickPlan | None] = memo["plans"]
+        if key in plans:
+            return plans[key]
+        due = fire_times_between(schedule.cron, schedule.timezone, last_tick_at, now)
+        plan = None
+        if due:
+            plan = plan_ticks(
+                due,
+                now=now - timedelta(seconds=schedule.jitter) if schedule.jitter else now,
+                catchup=schedule.catchup,
+                max_catchup=schedule.max_catchup,
+                catchup_window=None
+                if schedule.catchup_window is None
+                else timedelta(seconds=schedule.catchup_window),
+            )
+        if len(plans) < 1024:
+            plans[key] = plan
+        return plan
+
+    def _missed(self, schedule: Schedule, plan: TickPlan, now: datetime) -> list[TickCommit]:
+        if not plan.missed:
+            return []
         instigator = schedule_instigator(schedule.name)
-        commits: list[TickCommit] = [
+        return [
             TickCommit(
                 tick=self._tick(
                     instigator,
@@ -139,13 +217,6 @@ class Evaluator:
             )
             for m in plan.missed
         ]
-        active = list(active_runs)
-        for t in plan.run:
-            commit = await self.schedule_tick(schedule, t, active_runs=active)
-            active.extend(commit.runs)
-            commits.append(commit)
-        commits.sort(key=lambda c: c.tick.scheduled_for or now)
-        return commits
 
     async def schedule_tick(
         self, schedule: Schedule, scheduled_for: datetime, *, active_runs: Sequence[Run] = ()
@@ -153,63 +224,168 @@ class Evaluator:
         """Evaluate one tick of `schedule` (its function, or one run of its job)."""
         started = self.now()
         tick_id = self.ids.new(started)
-        instigator = schedule_instigator(schedule.name)
-        state = StateUpdate(last_tick_at=scheduled_for)
-        what = f"schedule {schedule.name!r}"
-
-        def done(status: TickStatus, *, skip: str | None = None, error: str | None = None) -> Tick:
-            return self._tick(
-                instigator,
-                tick_id=tick_id,
-                status=status,
-                started_at=started,
-                scheduled_for=scheduled_for,
-                skip_reason=skip,
-                error=error,
-            )
-
         try:
-            answer = await self._schedule_answer(schedule, scheduled_for)
+            if schedule.fn is None:
+                answer = self._plain_answer(schedule, scheduled_for)
+            else:
+                answer = await self._schedule_answer(schedule, scheduled_for)
+        except EvaluationError as exc:
+            return self._schedule_commit(
+                schedule, scheduled_for, exc, active_runs, started, tick_id
+            )
+        return self._schedule_commit(schedule, scheduled_for, answer, active_runs, started, tick_id)
+
+    def _schedule_commit(
+        self,
+        schedule: Schedule,
+        scheduled_for: datetime,
+        answer: Answer | EvaluationError,
+        active_runs: Sequence[Run],
+        started: datetime,
+        tick_id: str,
+    ) -> TickCommit:
+        """The commit of one schedule tick, given what its function answered."""
+        instigator, defaults, bases = self._schedule_parts(schedule)
+        state = StateUpdate(last_tick_at=scheduled_for)
+        status = TickStatus.SUCCESS
+        skip: str | None = None
+        error: str | None = None
+        runs: list[Run] = []
+        try:
+            if isinstance(answer, EvaluationError):
+                raise answer
             if not answer.requests:
-                return TickCommit(
-                    tick=done(TickStatus.SKIPPED, skip=answer.skip_reason), state=state
+                status, skip = TickStatus.SKIPPED, answer.skip_reason
+            elif (
+                active_runs
+                and not (overlap := decide_overlap(schedule.overlap, active_runs)).create
+            ):
+                status, skip = TickStatus.SKIPPED, overlap.reason
+            else:
+                runs = build_runs(
+                    f"schedule {schedule.name!r}",
+                    answer.requests,
+                    jobs=self.jobs,
+                    instigator=instigator,
+                    defaults=defaults,
+                    now=started,
+                    ids=self.ids,
+                    tick_id=tick_id,
+                    scheduled_for=scheduled_for,
+                    bases=bases,
                 )
-            overlap = decide_overlap(schedule.overlap, active_runs)
-            if not overlap.create:
-                return TickCommit(tick=done(TickStatus.SKIPPED, skip=overlap.reason), state=state)
-            runs = build_runs(
-                what,
-                answer.requests,
-                jobs=self.jobs,
-                instigator=instigator,
-                defaults=RunDefaults(
+        except EvaluationError as exc:
+            status, error = TickStatus.FAILURE, exc.text
+        tick = Tick(
+            tick_id=tick_id,
+            instigator=instigator,
+            status=status,
+            started_at=started,
+            ended_at=self.now(),
+            scheduled_for=scheduled_for,
+            skip_reason=skip,
+            error=error,
+        )
+        return TickCommit(tick=tick, runs=tuple(runs), state=state)
+
+    def _schedule_parts(
+        self, schedule: Schedule
+    ) -> tuple[Instigator, RunDefaults, dict[str | None, _Base]]:
+        """A schedule's instigator, run defaults and `build_runs` bases, built once."""
+        parts = self._parts.get(schedule.name)
+        if parts is None or parts[0] is not schedule:
+            parts = (
+                schedule,
+                schedule_instigator(schedule.name),
+                RunDefaults(
                     job=schedule.job_name,
                     tags=schedule.tags,
                     priority=schedule.priority,
                     run_config=schedule.run_config,
                     serial=schedule.overlap is not Overlap.ALLOW,
                 ),
-                now=started,
-                ids=self.ids,
-                tick_id=tick_id,
-                scheduled_for=scheduled_for,
+                {},
             )
-        except EvaluationError as exc:
-            return TickCommit(tick=done(TickStatus.FAILURE, error=exc.text), state=state)
-        return TickCommit(tick=done(TickStatus.SUCCESS), runs=tuple(runs), state=state)
+            self._parts[schedule.name] = parts
+        return parts[1], parts[2], parts[3]
+
+    def _plain_template(self, schedule: Schedule) -> _Template | None:
+        """What every tick of a plain schedule of an unpartitioned job creates: one run
+        with the job's and the schedule's tags, priority and config, as `build_runs`
+        makes them for a `RunRequest()`. None for a partitioned or unknown job."""
+        known = self._templates.get(schedule.name)
+        if known is not None and known[0] is schedule:
+            return known[1]
+        instigator, defaults, bases = self._schedule_parts(schedule)
+        job_name = schedule.job_name
+        base = bases.get(job_name)
+        if base is None:
+            job = self.jobs.get(job_name)
+            if job is None:
+                return None
+            base = bases[job_name] = job_base(
+                f"schedule {schedule.name!r}", job_name, self.jobs, instigator, defaults
+            )
+        if base[1].partitions is not None:
+            return None
+        made = (instigator, base[0], base[2], base[3], defaults.run_config or {})
+        self._templates[schedule.name] = (schedule, made)
+        return made
+
+    def _plain_commit(
+        self, template: _Template, scheduled_for: datetime, started: datetime
+    ) -> TickCommit:
+        """The commit of one tick of a plain schedule (see `_plain_template`)."""
+        instigator, job_name, tags, priority, run_config = template
+        tick_id, run_id = self.ids.many(started, 2)  # in the order of the general path
+        run = new_run(
+            run_id=run_id,
+            job=job_name,
+            status=RunStatus.QUEUED,
+            instigator=instigator,
+            created_at=started,
+            priority=priority,
+            tags=dict(tags),
+            run_config=dict(run_config),
+            run_key=self._run_key(scheduled_for),
+            tick_id=tick_id,
+        )
+        tick = _new_tick(
+            tick_id=tick_id,
+            instigator=instigator,
+            status=TickStatus.SUCCESS,
+            started_at=started,
+            ended_at=self.now(),
+            scheduled_for=scheduled_for,
+        )
+        return _new_commit(tick=tick, runs=(run,), state=_new_state(last_tick_at=scheduled_for))
+
+    def _run_key(self, scheduled_for: datetime) -> str:
+        """`default_run_key`, remembered for the last tick time (a fan-out asks for one
+        time thousands of times)."""
+        memo = self._memo
+        if memo.get("run_key_for") != scheduled_for:
+            memo["run_key"] = default_run_key(scheduled_for)
+            memo["run_key_for"] = scheduled_for
+        key: str = memo["run_key"]
+        return key
+
+    def _plain_answer(self, schedule: Schedule, scheduled_for: datetime) -> Answer:
+        """What a schedule without a function asks for: one run of its job, keyed by the
+        partition the tick closes if the job is partitioned."""
+        job = self.jobs.get(schedule.job_name)
+        if job is not None and job.partitions is not None:
+            key_closed_by = getattr(job.partitions, "key_closed_by", None)
+            key = key_closed_by(scheduled_for) if key_closed_by else None
+            if key is None:
+                return Answer(skip_reason="no partition of the job has closed yet")
+            # Keyed by partition: a tick repeated by a DST fold, or a catch-up that
+            # lands on the same partition twice, cannot run it twice.
+            return Answer(requests=(RunRequest.for_partition(key, run_key=key),))
+        return _ONE_RUN
 
     async def _schedule_answer(self, schedule: Schedule, scheduled_for: datetime) -> Answer:
-        if schedule.fn is None:
-            job = self.jobs.get(schedule.job_name)
-            if job is not None and job.partitions is not None:
-                key_closed_by = getattr(job.partitions, "key_closed_by", None)
-                key = key_closed_by(scheduled_for) if key_closed_by else None
-                if key is None:
-                    return Answer(skip_reason="no partition of the job has closed yet")
-                # Keyed by partition: a tick repeated by a DST fold, or a catch-up that
-                # lands on the same partition twice, cannot run it twice.
-                return Answer(requests=(RunRequest.for_partition(key, run_key=key),))
-            return Answer(requests=(RunRequest(),))
+        assert schedule.fn is not None
         context = ScheduleContext(
             schedule_name=schedule.name,
             scheduled_for=scheduled_for.astimezone(zone(schedule.timezone)),

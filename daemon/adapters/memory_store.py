@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -68,6 +68,7 @@ from daemon.ports import (
 )
 
 _MISSING: Any = object()
+T = TypeVar("T")
 StateKey = tuple[InstigatorKind, str]
 
 
@@ -158,52 +159,67 @@ class MemoryStore:
         self, commits: Sequence[TickCommit], *, lease_epoch: int | None = None
     ) -> list[Tick]:
         batches = [Batch.of(commit.runs) for commit in commits]
-        async with self._lock:
-            await self._enter()
-            if lease_epoch is not None and (
-                self._lease is None or self._lease.epoch != lease_epoch
-            ):
-                raise LeaseLostError(lease_epoch)
-            with self._atomic() as journal:
-                resolved = self._insert_runs([r for b in batches for r in b.kept], journal)
-                self._fault("commit_ticks.after_runs")
-                ticks = [
-                    _stored_tick(dataclasses.replace(c.tick, decisions=b.decisions(resolved)))
-                    for c, b in zip(commits, batches, strict=True)
-                ]
-                for tick in ticks:
-                    if tick.tick_id in self._ticks:
-                        raise DuplicateIdError("tick", tick.tick_id)
-                    journal.set(self._ticks, tick.tick_id, tick)
-                self._fault("commit_ticks.after_tick")
-                for commit in commits:
-                    self._update_state(commit, journal)
-                self._fault("commit_ticks.after_state")
-        return [
-            dataclasses.replace(c.tick, decisions=t.decisions)
-            for c, t in zip(commits, ticks, strict=True)
-        ]
+        await self._enter()
+        if self._lock.locked():  # another write is part way: wait for it
+            async with self._lock:
+                await self._enter()
+                return self._commit_ticks(commits, batches, lease_epoch)
+        # Nothing below awaits: no other write can come in between, as if locked.
+        return self._commit_ticks(commits, batches, lease_epoch)
+
+    def _commit_ticks(
+        self, commits: Sequence[TickCommit], batches: list[Batch], lease_epoch: int | None
+    ) -> list[Tick]:
+        if lease_epoch is not None and (self._lease is None or self._lease.epoch != lease_epoch):
+            raise LeaseLostError(lease_epoch)
+        journal, seq, changes = _Journal(), self._seq, self._changes  # as _atomic, inline
+        try:
+            resolved = self._insert_runs([r for b in batches for r in b.kept], journal)
+            self._fault("commit_ticks.after_runs")
+            # A tick given in UTC is stored as given; it is frozen, so the caller gets the
+            # same object back.
+            given = [
+                _tick_with_decisions(c.tick, b.decisions(resolved))
+                for c, b in zip(commits, batches, strict=True)
+            ]
+            stored_ticks = self._ticks
+            for tick in given:
+                stored = _stored_tick(tick)
+                if stored.tick_id in stored_ticks:
+                    raise DuplicateIdError("tick", stored.tick_id)
+                journal.set(stored_ticks, stored.tick_id, stored)
+            self._fault("commit_ticks.after_tick")
+            for commit in commits:
+                self._update_state(commit, journal)
+            self._fault("commit_ticks.after_state")
+        except BaseException:
+            journal.rollback()
+            self._seq, self._changes = seq, changes
+            raise
+        return given
 
     def _insert_runs(self, kept: Sequence[Run], journal: _Journal) -> dict[str, Decision]:
         check_unique_ids(kept)
         resolved: dict[str, Decision] = {}
+        by_run_key, active_partition, runs = self._by_run_key, self._active_partition, self._runs
+        created = Outcome.CREATED
         for run in kept:
             rk, pk = run_key_dedup(run), partition_dedup(run)
-            if rk is not None and rk in self._by_run_key:
-                blocker = self._by_run_key[rk]
+            if rk is not None and rk in by_run_key:
+                blocker = by_run_key[rk]
                 resolved[run.run_id] = decision(run, Outcome.DEDUPLICATED_RUN_KEY, blocker)
-            elif pk is not None and pk in self._active_partition:
-                blocker = self._active_partition[pk]
+            elif pk is not None and pk in active_partition:
+                blocker = active_partition[pk]
                 resolved[run.run_id] = decision(run, Outcome.DEDUPLICATED_PARTITION, blocker)
-            elif run.run_id in self._runs:
+            elif run.run_id in runs:
                 raise DuplicateIdError("run", run.run_id)
             else:
                 stored = _stored_run(run)
-                journal.set(self._runs, run.run_id, stored)
+                journal.set(runs, run.run_id, stored)
                 if rk is not None:
-                    journal.set(self._by_run_key, rk, run.run_id)
+                    journal.set(by_run_key, rk, run.run_id)
                 if pk is not None:
-                    journal.set(self._active_partition, pk, run.run_id)
+                    journal.set(active_partition, pk, run.run_id)
                 event = RunEvent(
                     run_id=run.run_id,
                     seq=self._next_seq(),
@@ -212,25 +228,31 @@ class MemoryStore:
                     data={"instigator": str(run.instigator), "tick_id": run.tick_id},
                 )
                 journal.set(self._events, run.run_id, [event])
-                resolved[run.run_id] = decision(run, Outcome.CREATED, run.run_id)
+                resolved[run.run_id] = decision(run, created, run.run_id)
                 self._changes += 1
         return resolved
 
     def _update_state(self, commit: TickCommit, journal: _Journal) -> None:
         tick, update = commit.tick, commit.state
         key = (tick.instigator.kind, tick.instigator.name)
-        state = self._states.get(key) or InstigatorState(instigator=tick.instigator)
+        state = self._states.get(key)
         write_cursor = update.set_cursor or update.cursor is not None
-        state = dataclasses.replace(
-            state,
-            cursor=update.cursor if write_cursor else state.cursor,
-            last_tick_at=state.last_tick_at
-            if update.last_tick_at is None
-            else utc(update.last_tick_at),
-            last_run_key=state.last_run_key if update.last_run_key is None else update.last_run_key,
-            updated_at=utc(tick.ended_at or tick.started_at),
+        journal.set(
+            self._states,
+            key,
+            InstigatorState(
+                instigator=tick.instigator if state is None else state.instigator,
+                status=None if state is None else state.status,
+                cursor=update.cursor if write_cursor or state is None else state.cursor,
+                last_tick_at=_utc(update.last_tick_at)
+                if update.last_tick_at is not None or state is None
+                else state.last_tick_at,
+                last_run_key=update.last_run_key
+                if update.last_run_key is not None or state is None
+                else state.last_run_key,
+                updated_at=_utc(tick.ended_at or tick.started_at),
+            ),
         )
-        journal.set(self._states, key, state)
 
     async def claim_runs(
         self,
@@ -588,20 +610,74 @@ class MemoryStore:
         return [line for line in self._logs.get(run_id, ()) if line.seq > after_seq]
 
 
+def _utc(dt: datetime | None) -> datetime | None:
+    """`opt_utc`, without the round trip through text for a time already in UTC."""
+    return dt if dt is None or dt.tzinfo is UTC else utc(dt)
+
+
+def _replacer(cls: type[T], *changed: str) -> Callable[..., T]:
+    """A fast `dataclasses.replace(old, **changes)` for the fields `changed`, given
+    positionally after `old`, of a frozen slotted dataclass (as store_codec's
+    fast_constructor builds objects): a commit copies a run and a tick per tick."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    if set(getattr(cls, "__slots__", ())) != set(names) or hasattr(cls, "__post_init__"):
+
+        def slow(old: Any, *values: Any) -> T:
+            copied: T = dataclasses.replace(old, **dict(zip(changed, values, strict=True)))
+            return copied
+
+        return slow
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    namespace.update({f"set_{name}": getattr(cls, name).__set__ for name in names})
+    body = "".join(
+        f"    set_{name}(obj, {name if name in changed else 'old.' + name})\n" for name in names
+    )
+    source = f"def make(old, {', '.join(changed)}):\n    obj = new(cls)\n{body}    return obj\n"
+    exec(source, namespace)  # names are the dataclass's own field identifiers
+    make: Callable[..., T] = namespace["make"]
+    return make
+
+
+_tick_with_decisions = _replacer(Tick, "decisions")
+_run_with_copies = _replacer(Run, "tags", "run_config")
+
+
 def _stored_run(run: Run) -> Run:
     """`run` as a store reads it back: UTC times, tags and config through JSON."""
+    if (
+        run.created_at.tzinfo is UTC
+        and run.started_at is None
+        and run.ended_at is None
+        and run.not_before is None
+    ):  # a new run, in UTC: only the mappings to copy
+        return _run_with_copies(run, _json_copy(run.tags), _json_copy(run.run_config))
     return dataclasses.replace(
         run,
-        created_at=utc(run.created_at),
-        started_at=opt_utc(run.started_at),
-        ended_at=opt_utc(run.ended_at),
-        not_before=opt_utc(run.not_before),
-        tags=json_copy(run.tags),
-        run_config=json_copy(run.run_config),
+        created_at=utc(run.created_at) if run.created_at.tzinfo is not UTC else run.created_at,
+        started_at=_utc(run.started_at),
+        ended_at=_utc(run.ended_at),
+        not_before=_utc(run.not_before),
+        tags=_json_copy(run.tags),
+        run_config=_json_copy(run.run_config),
     )
 
 
+def _json_copy(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """`json_copy`, without the round trip through text for flat text (tags)."""
+    if not mapping:
+        return {}
+    if all(type(k) is str and type(v) is str for k, v in mapping.items()):
+        return dict(mapping)
+    return json_copy(mapping)
+
+
 def _stored_tick(tick: Tick) -> Tick:
+    if (
+        tick.started_at.tzinfo is UTC
+        and (tick.ended_at is None or tick.ended_at.tzinfo is UTC)
+        and (tick.scheduled_for is None or tick.scheduled_for.tzinfo is UTC)
+    ):
+        return tick
     return dataclasses.replace(
         tick,
         started_at=utc(tick.started_at),

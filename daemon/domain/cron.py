@@ -22,15 +22,24 @@ here is pure: no I/O beyond loading a zone, no clock, no logging.
 Internally instants are naive UTC datetimes and wall times naive local ones; the time is
 cut into segments of constant UTC offset, whose boundaries (``_Shift``) are found by
 sampling the zone hourly and bisecting to the second, and cached per 8-day block.
+
+Two caches keep a tick cheap. croniter is asked once per matching *day*: every second,
+minute and hour its fields allow is a match on a day that matches, so the rest of that
+day's wall times come from the expanded fields (`_TimesOfDay`). And `next_fire` keeps,
+per (crons, zone), runs of consecutive fire instants (`_FireRun`): a schedule stepping
+from one tick to the next, and every schedule sharing its crons, finds its next time by
+bisection; a run grows (doubling) when asked about its last instant.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
-from collections.abc import Iterator
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -39,7 +48,16 @@ from croniter import CroniterBadDateError, croniter
 
 from daemon.errors import InvalidCronError, UnknownTimezoneError
 
-__all__ = ["DEFAULT_LOOKBACK", "MAX_GAP", "Cron", "next_fire", "parse_cron", "zone"]
+__all__ = [
+    "DEFAULT_LOOKBACK",
+    "MAX_GAP",
+    "Cron",
+    "clear_fire_cache",
+    "fire_times_between",
+    "next_fire",
+    "parse_cron",
+    "zone",
+]
 
 MAX_GAP = timedelta(hours=3)
 """A fixed-time cron whose wall time falls in a gap longer than this does not fire."""
@@ -47,6 +65,10 @@ MAX_GAP = timedelta(hours=3)
 DEFAULT_LOOKBACK = timedelta(days=8 * 366)
 """How far `Cron.previous_at_or_before` looks back: enough for a 29 February cron."""
 
+# Zones that keep one UTC offset forever (with every "Etc/..." zone).
+_FIXED_ZONES = frozenset(
+    {"UTC", "UCT", "GMT", "GMT0", "GMT+0", "GMT-0", "Greenwich", "Universal", "Zulu"}
+)
 _SECOND = timedelta(seconds=1)
 _MICROSECOND = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1)
@@ -113,6 +135,8 @@ class Cron:
     _tz: ZoneInfo = field(init=False, repr=False, compare=False)
     _iter: croniter[datetime] = field(init=False, repr=False, compare=False)
     _lock: threading.Lock = field(init=False, repr=False, compare=False)
+    _times: _TimesOfDay | None = field(init=False, repr=False, compare=False)
+    _days: dict[date, None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         fields = _validate(self.expression)
@@ -138,6 +162,8 @@ class Cron:
             ),
         )
         setattr_(self, "_lock", threading.Lock())
+        setattr_(self, "_times", _TimesOfDay.of(self._iter.expanded, has_seconds))
+        setattr_(self, "_days", {})  # days known to match, oldest first
 
     def __reduce__(self) -> tuple[object, tuple[str, str]]:
         return (parse_cron, (self.expression, self.timezone))
@@ -173,6 +199,8 @@ class Cron:
         """The first fire instant after `u`, walking segments of constant offset forward."""
         tz = self._tz
         offset = _offset(tz, u)
+        if tz.key in _FIXED_ZONES or tz.key.startswith("Etc/"):  # one offset, no shifts
+            return self._wall_after(u + offset) - offset
         seen = u  # shifts at or before this instant are accounted for
         wall = u + offset  # the next fire's wall time is after this one
         while True:
@@ -235,10 +263,22 @@ class Cron:
         """The first matching wall time strictly after `wall`."""
         # Matches fall on whole seconds, so dropping microseconds changes nothing and
         # keeps croniter's float timestamps exact.
-        start = wall.replace(microsecond=0)
+        start = wall.replace(microsecond=0) if wall.microsecond else wall
+        times = self._times
+        if times is not None and start.date() in self._days:
+            # A day that matches matches at every time of day the fields allow.
+            later = times.after(start.hour, start.minute, start.second)
+            if later is not None:
+                return datetime(start.year, start.month, start.day, *later)
         try:
             with self._lock:
-                return self._iter.get_next(datetime, start_time=start)
+                found = self._iter.get_next(datetime, start_time=start)
+                if times is not None:
+                    days = self._days
+                    days[found.date()] = None
+                    if len(days) > _KNOWN_DAYS:
+                        del days[next(iter(days))]
+                return found
         except (CroniterBadDateError, OverflowError):
             raise ValueError(f"cron {self.expression!r} has no fire time after {wall}") from None
 
@@ -268,19 +308,128 @@ def _parse_cron(expression: str, timezone: str) -> Cron:
 def next_fire(expressions: tuple[str, ...], timezone: str, after: datetime) -> datetime:
     """The earliest fire instant after `after` over the crons of one schedule.
 
-    Memoised: many schedules with the same crons and zone due at one moment cost one
-    computation.
+    Cached per (expressions, timezone) as runs of consecutive fire instants: a schedule
+    that steps from tick to tick, and many schedules with the same crons and zone, cost
+    a bisection each, not a cron computation.
     """
-    if not expressions:
-        raise ValueError("next_fire needs at least one cron expression")
-    return _next_fire(expressions, timezone, _utc(after))
+    u = _aware_utc(after)
+    with _fire_lock:
+        return _runs_of(expressions, timezone).next_after(u)
 
 
-@lru_cache(maxsize=65536)
-def _next_fire(expressions: tuple[str, ...], timezone: str, after: datetime) -> datetime:
-    # `after` is naive UTC here: aware datetimes of one zone compare and hash by wall
-    # time, so the two instants of a repeated hour would share a cache entry.
-    return min(parse_cron(e, timezone)._after(after) for e in expressions).replace(tzinfo=UTC)
+def fire_times_between(
+    expressions: tuple[str, ...], timezone: str, after: datetime, until: datetime
+) -> list[datetime]:
+    """Every fire instant `f` with `after < f <= until` over the crons of one schedule,
+    ascending, each once; from the same cache as `next_fire`."""
+    t, end = _aware_utc(after), _aware_utc(until)
+    times: list[datetime] = []
+    with _fire_lock:
+        runs = _runs_of(expressions, timezone)
+        while (t := runs.next_after(t)) <= end:
+            times.append(t)
+    return times
+
+
+def clear_fire_cache() -> None:
+    """Forget every cached run of fire instants (benchmarks measure a cold start)."""
+    with _fire_lock:
+        _fire_runs.clear()
+
+
+def _aware_utc(t: datetime) -> datetime:
+    """Aware `t` in UTC. Cached instants are UTC: aware datetimes of one zone compare by
+    wall time, so the two instants of a repeated hour would look equal."""
+    if t.tzinfo is UTC:
+        return t
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"expected a timezone-aware datetime, got naive {t.isoformat()}")
+    return t.astimezone(UTC)
+
+
+def _runs_of(expressions: tuple[str, ...], timezone: str) -> _FireRuns:
+    """The cached runs of a (crons, zone) pair; hold `_fire_lock`."""
+    key = (expressions, timezone)
+    runs = _fire_runs.get(key)
+    if runs is None:
+        if not expressions:
+            raise ValueError("next_fire needs at least one cron expression")
+        runs = _fire_runs[key] = _FireRuns(tuple(parse_cron(e, timezone) for e in expressions))
+        if len(_fire_runs) > _MAX_FIRE_KEYS:  # forget the pair used least recently
+            del _fire_runs[min(_fire_runs, key=lambda k: _fire_runs[k].used)]
+    runs.used = next(_uses)
+    return runs
+
+
+_KNOWN_DAYS = 64  # matching days a Cron remembers
+_MAX_FIRE_KEYS = 512  # (crons, zone) pairs next_fire keeps runs for
+_RUNS_PER_KEY = 3  # runs kept per pair: schedules of one cron at different points in time
+_FIRST_RUN = 4  # fire instants a new run computes
+_MAX_GROWTH = 64  # fire instants a run adds at most at once
+_MAX_RUN = 256  # a run longer than this forgets its older half
+_fire_lock = threading.Lock()
+_fire_runs: dict[tuple[tuple[str, ...], str], _FireRuns] = {}
+_uses = itertools.count()
+
+
+class _FireRun:
+    """Consecutive fire instants (aware UTC): `times[0]` is the first after `lo`, and
+    each next one is the first after the one before. So the first fire after any `u`
+    in [lo, times[-1]) is the first of `times` past `u`."""
+
+    __slots__ = ("lo", "times")
+
+    def __init__(self, lo: datetime, times: list[datetime]) -> None:
+        self.lo = lo
+        self.times = times
+
+
+class _FireRuns:
+    """The runs of fire instants of one (crons, zone) pair, most recently used first."""
+
+    __slots__ = ("crons", "runs", "used")
+
+    def __init__(self, crons: Sequence[Cron]) -> None:
+        self.crons = crons
+        self.runs: list[_FireRun] = []
+        self.used = 0
+
+    def next_after(self, u: datetime) -> datetime:
+        runs = self.runs
+        for i, run in enumerate(runs):
+            times = run.times
+            if run.lo <= u < times[-1]:
+                if i:  # most recently used first
+                    runs.insert(0, runs.pop(i))
+                return times[bisect_right(times, u)]
+            if u == times[-1]:  # the next tick of a schedule stepping along this run
+                self._grow(run, min(len(times), _MAX_GROWTH))
+                if i:
+                    runs.insert(0, runs.pop(i))
+                times = run.times  # the run may have forgotten its older half
+                return times[bisect_right(times, u)]
+        run = _FireRun(u, [])
+        self._grow(run, _FIRST_RUN)
+        runs.insert(0, run)
+        del runs[_RUNS_PER_KEY:]
+        return run.times[0]
+
+    def _grow(self, run: _FireRun, count: int) -> None:
+        times = run.times
+        t = _utc(times[-1] if times else run.lo)
+        crons = self.crons
+        for k in range(count):
+            try:
+                t = min(c._after(t) for c in crons) if len(crons) > 1 else crons[0]._after(t)
+            except ValueError:  # no fire time after t (a date past the year 9999)
+                if k == 0:
+                    raise
+                break
+            times.append(t.replace(tzinfo=UTC))
+        if len(times) > _MAX_RUN:
+            half = len(times) // 2
+            run.lo = times[half - 1]
+            del times[:half]
 
 
 def _utc(t: datetime) -> datetime:
@@ -288,6 +437,52 @@ def _utc(t: datetime) -> datetime:
     if t.tzinfo is None or t.utcoffset() is None:
         raise ValueError(f"expected a timezone-aware datetime, got naive {t.isoformat()}")
     return t.astimezone(UTC).replace(tzinfo=None)
+
+
+class _TimesOfDay:
+    """The times of day a cron's second, minute and hour fields allow, as sorted values.
+
+    On a day that matches, exactly these wall times match: the day fields decide days,
+    these fields decide the time within one.
+    """
+
+    __slots__ = ("hour_set", "hours", "minute_set", "minutes", "seconds")
+
+    def __init__(self, seconds: list[int], minutes: list[int], hours: list[int]) -> None:
+        self.seconds, self.minutes, self.hours = seconds, minutes, hours
+        self.minute_set, self.hour_set = frozenset(minutes), frozenset(hours)
+
+    @classmethod
+    def of(cls, expanded: Sequence[Sequence[object]], has_seconds: bool) -> _TimesOfDay | None:
+        """From croniter's expanded fields ([minute, hour, ..., second?]); None for
+        anything but plain values and `*`."""
+        fields = [(expanded[5] if has_seconds else [0], 60), (expanded[0], 60), (expanded[1], 24)]
+        values: list[list[int]] = []
+        for items, size in fields:
+            if list(items) == ["*"]:
+                values.append(list(range(size)))
+            else:
+                ints = [v for v in items if type(v) is int and 0 <= v < size]
+                if not ints or len(ints) != len(items):
+                    return None
+                values.append(sorted(set(ints)))
+        return cls(*values)
+
+    def after(self, hour: int, minute: int, second: int) -> tuple[int, int, int] | None:
+        """The first allowed time of day strictly after the one given, or None."""
+        seconds, minutes, hours = self.seconds, self.minutes, self.hours
+        if hour in self.hour_set:
+            if minute in self.minute_set:
+                i = bisect_right(seconds, second)
+                if i < len(seconds):
+                    return hour, minute, seconds[i]
+            i = bisect_right(minutes, minute)
+            if i < len(minutes):
+                return hour, minutes[i], seconds[0]
+        i = bisect_right(hours, hour)
+        if i < len(hours):
+            return hours[i], minutes[0], seconds[0]
+        return None
 
 
 # -- validation ------------------------------------------------------------------------

@@ -86,6 +86,8 @@ def plan_ticks(
     """
     if not due:
         return TickPlan(run=(), missed=())
+    if len(due) == 1 and now - due[0] <= ON_TIME_GRACE:  # the usual tick: on time, alone
+        return TickPlan(run=(due[0],), missed=())
     missed: list[MissedTick] = []
     eligible: list[datetime] = []
     for t in due:

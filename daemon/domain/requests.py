@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -41,12 +41,13 @@ class RunRequest:
         tags: Mapping[str, str] | None = None,
         priority: int | None = None,
     ) -> None:
-        object.__setattr__(self, "job", _job_name(job))
-        object.__setattr__(self, "run_key", None if run_key is None else str(run_key))
-        object.__setattr__(self, "partition_key", partition_key)
-        object.__setattr__(self, "run_config", dict(run_config or {}))
-        object.__setattr__(self, "tags", {str(k): str(v) for k, v in (tags or {}).items()})
-        object.__setattr__(self, "priority", priority)
+        # Sensors make thousands a tick: set the slots directly, skip empty copies.
+        _set_job(self, job if job is None or type(job) is str else _job_name(job))
+        _set_run_key(self, run_key if run_key is None or type(run_key) is str else str(run_key))
+        _set_partition_key(self, partition_key)
+        _set_run_config(self, dict(run_config) if run_config else {})
+        _set_tags(self, {str(k): str(v) for k, v in tags.items()} if tags else {})
+        _set_priority(self, priority)
 
     @classmethod
     def for_partition(
@@ -69,6 +70,19 @@ class RunRequest:
         )
 
 
+def _slot_setter(name: str) -> Callable[[RunRequest, Any], None]:
+    setter: Callable[[RunRequest, Any], None] = vars(RunRequest)[name].__set__
+    return setter
+
+
+_set_job = _slot_setter("job")
+_set_run_key = _slot_setter("run_key")
+_set_partition_key = _slot_setter("partition_key")
+_set_run_config = _slot_setter("run_config")
+_set_tags = _slot_setter("tags")
+_set_priority = _slot_setter("priority")
+
+
 @dataclass(frozen=True, slots=True)
 class SkipReason:
     """Returned instead of run requests: nothing to do this tick, and why."""
@@ -85,7 +99,9 @@ class SensorResult:
 
 def default_run_key(scheduled_for: datetime) -> str:
     """The run_key a schedule tick gets when its request names none: the tick time."""
-    return scheduled_for.astimezone(UTC).isoformat()
+    if scheduled_for.tzinfo is not UTC:
+        scheduled_for = scheduled_for.astimezone(UTC)
+    return scheduled_for.isoformat()
 
 
 RunKeyDedup = tuple[str, str, str]  # (instigator kind, instigator name, run_key)
@@ -96,7 +112,8 @@ def run_key_dedup(run: Run) -> RunKeyDedup | None:
     """At most one run ever per (instigator, run_key)."""
     if run.run_key is None:
         return None
-    return (run.instigator.kind.value, run.instigator.name, run.run_key)
+    # The kind is a StrEnum: it equals and hashes as its value, without the lookup.
+    return (run.instigator.kind, run.instigator.name, run.run_key)
 
 
 def partition_dedup(run: Run) -> PartitionDedup | None:

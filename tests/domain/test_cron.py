@@ -414,6 +414,207 @@ def test_next_fire_computes_once_for_many_identical_schedules(
     assert calls == ["*/5 * * * *"]  # each call after the first is a cache hit
 
 
+# The cached runs of fire instants: a schedule stepping from tick to tick through a change
+# of offset, for longer than a run's first few instants, gets exactly the rule's times.
+STEPPING = [
+    # New York falls back on 2024-11-03: a wildcard cron fires at both 01:00s (05:00Z EDT,
+    # 06:00Z EST); 02:00 EST is 07:00Z.
+    (
+        ("0 * * * *",),
+        NY,
+        z(2024, 11, 3, 2, 30),
+        [
+            z(2024, 11, 3, 3),
+            z(2024, 11, 3, 4),
+            z(2024, 11, 3, 5),
+            z(2024, 11, 3, 6),
+            z(2024, 11, 3, 7),
+            z(2024, 11, 3, 8),
+            z(2024, 11, 3, 9),
+        ],
+    ),
+    # ... and a fixed-time cron only at the first 01:30.
+    (
+        ("30 1 * * *",),
+        NY,
+        z(2024, 10, 31),
+        [
+            z(2024, 10, 31, 5, 30),
+            z(2024, 11, 1, 5, 30),
+            z(2024, 11, 2, 5, 30),
+            z(2024, 11, 3, 5, 30),
+            z(2024, 11, 4, 6, 30),
+            z(2024, 11, 5, 6, 30),
+        ],
+    ),
+    # Berlin springs forward on 2024-03-31 at 01:00Z: 02:30 does not exist, a fixed-time
+    # cron fires once at the end of the gap (03:00 CEST = 01:00Z).
+    (
+        ("30 2 * * *",),
+        BERLIN,
+        z(2024, 3, 27),
+        [
+            z(2024, 3, 27, 1, 30),
+            z(2024, 3, 28, 1, 30),
+            z(2024, 3, 29, 1, 30),
+            z(2024, 3, 30, 1, 30),
+            z(2024, 3, 31, 1),
+            z(2024, 4, 1, 0, 30),
+            z(2024, 4, 2, 0, 30),
+        ],
+    ),
+    # ... and a wildcard cron skips the hour that does not exist (01:45 CET = 00:45Z,
+    # then 03:00 CEST = 01:00Z).
+    (
+        ("*/15 * * * *",),
+        BERLIN,
+        z(2024, 3, 31, 0, 10),
+        [
+            z(2024, 3, 31, 0, 15),
+            z(2024, 3, 31, 0, 30),
+            z(2024, 3, 31, 0, 45),
+            z(2024, 3, 31, 1),
+            z(2024, 3, 31, 1, 15),
+            z(2024, 3, 31, 1, 30),
+        ],
+    ),
+    # Berlin falls back on 2024-10-27 at 01:00Z: 02:xx happens at 00:xxZ and at 01:xxZ.
+    (
+        ("0,30 2 * * *", "0 4 * * *"),
+        BERLIN,
+        z(2024, 10, 26, 12),
+        [
+            z(2024, 10, 27, 0),
+            z(2024, 10, 27, 0, 30),
+            z(2024, 10, 27, 3),
+            z(2024, 10, 28, 1),
+            z(2024, 10, 28, 1, 30),
+            z(2024, 10, 28, 3),
+        ],
+    ),
+    (
+        ("*/20 * * * *",),
+        BERLIN,
+        z(2024, 10, 27, 0, 30),
+        [
+            z(2024, 10, 27, 0, 40),
+            z(2024, 10, 27, 1),
+            z(2024, 10, 27, 1, 20),
+            z(2024, 10, 27, 1, 40),
+            z(2024, 10, 27, 2),
+            z(2024, 10, 27, 2, 20),
+        ],
+    ),
+    # Seconds, across midnight and into the next matching day (Mondays only).
+    (
+        ("*/20 59 23 * * 1",),
+        "UTC",
+        z(2024, 1, 1, 23, 58),
+        [
+            z(2024, 1, 1, 23, 59),
+            z(2024, 1, 1, 23, 59, 20),
+            z(2024, 1, 1, 23, 59, 40),
+            z(2024, 1, 8, 23, 59),
+            z(2024, 1, 8, 23, 59, 20),
+            z(2024, 1, 8, 23, 59, 40),
+            z(2024, 1, 15, 23, 59),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("expressions", "tz", "start", "expected"), STEPPING)
+def test_next_fire_stepping_through_a_change_of_offset(
+    expressions: tuple[str, ...], tz: str, start: datetime, expected: list[datetime]
+) -> None:
+    cron_module.clear_fire_cache()
+    got, t = [], start
+    for _ in expected:
+        t = next_fire(expressions, tz, t)
+        got.append(t)
+    assert got == expected
+    # Asked again, from anywhere inside the run now cached, the answers are the same.
+    for before, after in pairwise([start, *expected]):
+        assert next_fire(expressions, tz, before) == after
+        assert next_fire(expressions, tz, before + (after - before) / 2) == after
+        assert next_fire(expressions, tz, after - timedelta(microseconds=1)) == after
+
+
+def _uncached(expressions: tuple[str, ...], tz: str, after: datetime) -> datetime:
+    """The first fire instant after `after`, from fresh Cron objects (no cache at all)."""
+    return min(Cron(e, tz).next_after(after) for e in expressions)
+
+
+@pytest.mark.parametrize(
+    ("expressions", "tz", "start", "steps"),
+    [
+        (("* * * * *",), BERLIN, z(2024, 10, 26, 23), 2 * 24 * 60),  # through a fold
+        (("*/7 * * * *",), NY, z(2024, 3, 9, 20), 600),  # through a gap
+        (("30 2 * * *",), BERLIN, z(2023, 12, 1), 400),  # a daily fixed-time cron, a year on
+        (("15 1 * * 0", "0 12 1 * *"), NY, z(2024, 1, 1), 300),
+    ],
+)
+def test_next_fire_runs_grow_and_forget_without_changing_answers(
+    expressions: tuple[str, ...], tz: str, start: datetime, steps: int
+) -> None:
+    """Far past a run's first instants and past the length where it forgets its older half,
+    stepping answers what an uncached Cron answers; so does jumping back and forth."""
+    cron_module.clear_fire_cache()
+    times, t = [], start
+    for _ in range(steps):
+        t = next_fire(expressions, tz, t)
+        times.append(t)
+    assert all(a < b for a, b in pairwise(times))
+    for i in [0, 1, 2, 3, 4, steps // 3, steps // 2, steps - 2]:
+        assert times[i + 1] == _uncached(expressions, tz, times[i])
+    for i in [steps - 2, 0, steps // 2, 1, steps - 3, 3]:  # out of order, old and new runs
+        assert next_fire(expressions, tz, times[i]) == times[i + 1]
+        between = times[i] + (times[i + 1] - times[i]) / 3
+        assert next_fire(expressions, tz, between) == times[i + 1]
+
+
+WALL_CRONS = [
+    "* * * * *",
+    "*/7 3-5,22 * * *",
+    "0 0 L * *",
+    "30 9 15W * *",
+    "0 12 * * 5#2",
+    "0 6 * * L5",
+    "15 10 1,15 * mon",
+    "*/10 * * jan,jul sat-sun",
+    "*/15 30 2 29 2 *",
+    "0 0 1 1 *",
+    "5-5 5 * * *",
+]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    expression=st.sampled_from(WALL_CRONS),
+    start=st.datetimes(datetime(2000, 1, 1), datetime(2040, 1, 1)),
+)
+def test_wall_times_of_a_matching_day_agree_with_croniter(expression: str, start: datetime) -> None:
+    """Within a day croniter found to match, the next wall times come from the expanded
+    time fields: they are croniter's own, step after step."""
+    from croniter import croniter
+
+    cron = parse_cron(expression)
+    fields = " ".join(cron_module._validate(expression))
+    reference = croniter(
+        fields,
+        start,
+        ret_type=datetime,
+        day_or=True,
+        implement_cron_bug=True,
+        second_at_beginning=cron.has_seconds,
+    )
+    wall = start
+    for _ in range(30):
+        expected = reference.get_next(datetime)
+        wall = cron._wall_after(wall)
+        assert wall == expected
+
+
 def test_next_fire_needs_an_expression() -> None:
     with pytest.raises(ValueError, match="at least one"):
         next_fire((), "UTC", z(2024, 1, 1))
