@@ -6,13 +6,12 @@ helpers, so every path reads a schedule's or sensor's answer the same way.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 
@@ -22,6 +21,7 @@ from daemon.domain.limits import SERIAL_TAG
 from daemon.domain.requests import RunRequest, SensorResult, SkipReason, default_run_key
 from daemon.domain.runs import PRIORITY_TAG, Instigator, Run, RunStatus, priority_of
 from daemon.errors import TickdError
+from daemon.slotted import keyword_constructor
 from daemon.threads import run_in_daemon_thread
 
 
@@ -148,36 +148,6 @@ def _requests(what: str, values: Iterable[object]) -> tuple[RunRequest, ...]:
 
 
 _Base = tuple[str, Job, dict[str, str], int]  # job name, job, tags, priority
-
-T = TypeVar("T")
-
-
-def keyword_constructor(cls: type[T]) -> Callable[..., T]:
-    """A keyword-only constructor for a frozen, slotted dataclass that sets the slots
-    directly (its __init__ goes through object.__setattr__ field by field): about half
-    the cost, for the runs and ticks built on every tick. Fields with a default factory
-    must be given; everything else is as the dataclass's own __init__."""
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    names = [f.name for f in fields]
-    if set(getattr(cls, "__slots__", ())) != set(names) or hasattr(cls, "__post_init__"):
-        return cls
-    # Generated names start with "__": no clash with a field (a field "set_cursor").
-    namespace: dict[str, Any] = {"__new": object.__new__, "__cls": cls}
-    params = []
-    for f in fields:
-        namespace[f"__set_{f.name}"] = getattr(cls, f.name).__set__
-        if f.default is dataclasses.MISSING:
-            params.append(f.name)
-        else:
-            namespace[f"__default_{f.name}"] = f.default
-            params.append(f"{f.name}=__default_{f.name}")
-    body = "".join(f"    __set_{name}(__obj, {name})\n" for name in names)
-    source = (
-        f"def make(*, {', '.join(params)}):\n    __obj = __new(__cls)\n{body}    return __obj\n"
-    )
-    exec(source, namespace)  # names are the dataclass's own field identifiers
-    make: Callable[..., T] = namespace["make"]
-    return make
 
 
 new_run = keyword_constructor(Run)

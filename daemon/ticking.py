@@ -31,10 +31,10 @@ from daemon.evaluation import (
     build_runs,
     call_user_fn,
     job_base,
-    keyword_constructor,
     new_run,
     read_answer,
 )
+from daemon.slotted import keyword_constructor
 
 _ONE_RUN = Answer(requests=(RunRequest(),))
 _new_tick = keyword_constructor(Tick)

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -66,9 +66,9 @@ from daemon.ports import (
     RunQuery,
     TickQuery,
 )
+from daemon.slotted import replacer
 
 _MISSING: Any = object()
-T = TypeVar("T")
 StateKey = tuple[InstigatorKind, str]
 
 
@@ -615,31 +615,8 @@ def _utc(dt: datetime | None) -> datetime | None:
     return dt if dt is None or dt.tzinfo is UTC else utc(dt)
 
 
-def _replacer(cls: type[T], *changed: str) -> Callable[..., T]:
-    """A fast `dataclasses.replace(old, **changes)` for the fields `changed`, given
-    positionally after `old`, of a frozen slotted dataclass (as store_codec's
-    fast_constructor builds objects): a commit copies a run and a tick per tick."""
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    if set(getattr(cls, "__slots__", ())) != set(names) or hasattr(cls, "__post_init__"):
-
-        def slow(old: Any, *values: Any) -> T:
-            copied: T = dataclasses.replace(old, **dict(zip(changed, values, strict=True)))
-            return copied
-
-        return slow
-    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    namespace.update({f"set_{name}": getattr(cls, name).__set__ for name in names})
-    body = "".join(
-        f"    set_{name}(obj, {name if name in changed else 'old.' + name})\n" for name in names
-    )
-    source = f"def make(old, {', '.join(changed)}):\n    obj = new(cls)\n{body}    return obj\n"
-    exec(source, namespace)  # names are the dataclass's own field identifiers
-    make: Callable[..., T] = namespace["make"]
-    return make
-
-
-_tick_with_decisions = _replacer(Tick, "decisions")
-_run_with_copies = _replacer(Run, "tags", "run_config")
+_tick_with_decisions = replacer(Tick, "decisions")
+_run_with_copies = replacer(Run, "tags", "run_config")
 
 
 def _stored_run(run: Run) -> Run:
