@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -99,6 +100,10 @@ _TERMINAL = "('SUCCESS', 'FAILURE', 'CANCELED', 'TIMED_OUT')"
 # ---- the store -------------------------------------------------------------------------------
 
 
+class _Abandoned(Exception):
+    """A transaction whose caller was cancelled before it began: rolled back unwritten."""
+
+
 @dataclasses.dataclass(slots=True)
 class _Tx:
     conn: aiosqlite.Connection
@@ -177,18 +182,34 @@ class SqliteStore:
             if self._bell is None:  # the daemon listens; everyone else rings
                 ring(self._bell_path)
 
-    async def _on_thread(self, body: Callable[[dispatch_sql.SyncTx], T]) -> T:
+    async def _on_thread(
+        self, body: Callable[[dispatch_sql.SyncTx], T], *, abandonable: bool = False
+    ) -> T:
         """One write transaction as one call on the connection's thread (see
-        sqlite_dispatch); waits for another process's write lock as `_write` does."""
+        sqlite_dispatch); waits for another process's write lock as `_write` does.
+
+        Once its BEGIN went through, a transaction is not cancelled: its COMMIT's outcome is
+        never lost. An `abandonable` one whose caller is cancelled while it still waits for
+        the write lock writes nothing (its BEGIN is rolled back) instead."""
         delay = 0.02
+        abandoned = threading.Event()
+
+        def guarded(tx: dispatch_sql.SyncTx) -> T:
+            if abandoned.is_set():
+                raise _Abandoned
+            return body(tx)
+
         async with self._lock:
             conn = self._live()
             for attempt in range(BEGIN_ATTEMPTS):
                 try:
-                    with anyio.CancelScope(shield=True):  # a COMMIT's outcome is never lost
-                        done = await dispatch_sql.run_transaction(conn, self._location, body)
+                    with anyio.CancelScope(shield=not abandonable):
+                        done = await dispatch_sql.run_transaction(conn, self._location, guarded)
                 except sqlite3.Error as e:
                     raise store_error(e, self._location) from e
+                except anyio.get_cancelled_exc_class():
+                    abandoned.set()
+                    raise
                 if done is not None:
                     tx, result = done
                     self._committed(tx.runs_changed)
@@ -214,30 +235,33 @@ class SqliteStore:
 
     async def create_runs(self, runs: Sequence[Run]) -> CreateResult:
         batch = Batch.of(runs)
-        async with self._write() as tx:
-            resolved = await self._insert_runs(tx, batch.kept)
+        resolved = await self._on_thread(lambda tx: _insert_runs(tx, batch.kept), abandonable=True)
         created, deduplicated = batch.report(resolved)
         return CreateResult(created=tuple(created), deduplicated=tuple(deduplicated))
 
     async def commit_ticks(
         self, commits: Sequence[TickCommit], *, lease_epoch: int | None = None
     ) -> list[Tick]:
+        """One transaction, run as one call on the connection's thread: the lease check,
+        the runs (dedup by the unique indexes), the ticks with their decisions, the
+        instigators' states."""
         batches = [Batch.of(commit.runs) for commit in commits]
-        async with self._write() as tx:
+
+        def body(tx: dispatch_sql.SyncTx) -> list[Tick]:
             if lease_epoch is not None:
-                current = await scalar(tx.conn, "SELECT epoch FROM lease WHERE id = 1")
-                if current != lease_epoch:
+                current = tx.conn.execute("SELECT epoch FROM lease WHERE id = 1").fetchone()
+                if current is None or current[0] != lease_epoch:
                     raise LeaseLostError(lease_epoch)
-            resolved = await self._insert_runs(tx, [r for b in batches for r in b.kept])
+            resolved = _insert_runs(tx, [r for b in batches for r in b.kept])
             self._fault("commit_ticks.after_runs")
             ticks = [
                 dataclasses.replace(commit.tick, decisions=batch.decisions(resolved))
                 for commit, batch in zip(commits, batches, strict=True)
             ]
             if ticks:
-                await self._insert_ticks(tx.conn, ticks)
+                _insert_ticks(tx.conn, ticks)
             self._fault("commit_ticks.after_tick")
-            await tx.conn.executemany(
+            tx.conn.executemany(
                 _UPSERT_STATE,
                 [
                     (
@@ -253,115 +277,9 @@ class SqliteStore:
                 ],
             )
             self._fault("commit_ticks.after_state")
-        return ticks
+            return ticks
 
-    async def _insert_runs(self, tx: _Tx, kept: Sequence[Run]) -> dict[str, Decision]:
-        """Insert `kept` (already collapsed) with dedup; each run's decision by run id.
-
-        The unique indexes decide: rows go in with ON CONFLICT DO NOTHING and RETURNING says
-        which were created. A probe first finds the requests a stored run already blocks,
-        so that only the rest (usually few) are encoded in full and sent; it runs inside the
-        same BEGIN IMMEDIATE transaction, so nothing can change between probe and insert.
-        """
-        resolved: dict[str, Decision] = {}
-        if not kept:
-            return resolved
-        check_unique_ids(kept)
-        keyed = [r for r in kept if r.run_key is not None or r.partition_key is not None]
-        await self._probe(tx.conn, keyed, resolved)
-        fresh = [r for r in kept if r.run_id not in resolved]
-        if not fresh:
-            return resolved
-        rows = await tx.conn.execute_fetchall(
-            _INSERT_RUNS, (dumps([run_to_row(r) for r in fresh]),)
-        )
-        created = {row[0] for row in rows}
-        if created:
-            tx.runs_changed = True
-        blocked = []
-        for run in fresh:
-            if run.run_id in created:
-                resolved[run.run_id] = decision(run, Outcome.CREATED, run.run_id)
-            else:
-                blocked.append(run)
-        if blocked:  # runs of one call that block each other across its commits
-            await self._probe(tx.conn, blocked, resolved)
-            for run in blocked:
-                if run.run_id not in resolved:
-                    raise DuplicateIdError("run", run.run_id)
-        return resolved
-
-    @staticmethod
-    async def _probe(
-        conn: aiosqlite.Connection, runs: Sequence[Run], resolved: dict[str, Decision]
-    ) -> None:
-        """Record, for each of `runs` that a stored run blocks, the blocking run: by run_key
-        first (at most one run ever), else by active partition.
-
-        One statement: per instigator, its run keys as one flat JSON array joined to the
-        run_key index; per job, its partition keys joined to the active-partition index."""
-        by_instigator: dict[Instigator, list[Run]] = {}
-        by_job: dict[str, list[Run]] = {}
-        last: Instigator | None = None
-        members: list[Run] = []
-        for run in runs:
-            if run.run_key is not None:
-                if run.instigator is not last:  # runs of one tick share one Instigator
-                    last = run.instigator
-                    members = by_instigator.setdefault(last, [])
-                members.append(run)
-            if run.partition_key is not None:
-                by_job.setdefault(run.job, []).append(run)
-        selects: list[tuple[str, list[Any]]] = []
-        groups: list[list[Run]] = []
-        if len(by_instigator) > _FLAT_PROBE_MAX:
-            # Many instigators with a few keys each (a fan-out of schedules): one join over
-            # (kind, name, run_key) triples instead of one sub-select per instigator.
-            keyed_all = [m for members in by_instigator.values() for m in members]
-            triples = dumps(
-                [[m.instigator.kind.value, m.instigator.name, m.run_key] for m in keyed_all]
-            )
-            selects.append((_PROBE_RUN_KEY_TRIPLES, [0, triples]))
-            groups.append(keyed_all)
-            by_instigator = {}
-        for instigator, keyed in by_instigator.items():
-            run_keys = dumps([m.run_key for m in keyed])
-            selects.append(
-                (_PROBE_RUN_KEYS, [len(groups), run_keys, instigator.kind, instigator.name])
-            )
-            groups.append(keyed)
-        key_groups = len(groups)
-        for job, jobs_runs in by_job.items():
-            partition_keys = dumps([m.partition_key for m in jobs_runs])
-            selects.append((_PROBE_PARTITIONS, [len(groups), partition_keys, job]))
-            groups.append(jobs_runs)
-        if not selects:
-            return
-        by_partition: list[tuple[Run, str]] = []
-        by_key = Outcome.DEDUPLICATED_RUN_KEY
-        rows: list[Any] = []
-        # SQLite allows at most 500 terms in one compound SELECT (SQLITE_MAX_COMPOUND_SELECT)
-        for start in range(0, len(selects), _MAX_COMPOUND):
-            chunk = selects[start : start + _MAX_COMPOUND]
-            sql = " UNION ALL ".join(text for text, _ in chunk)
-            rows += await conn.execute_fetchall(sql, [p for _, ps in chunk for p in ps])
-        for group, i, blocker in rows:
-            run = groups[group][i]
-            if group < key_groups:
-                resolved[run.run_id] = make_decision(
-                    run.job, by_key, blocker, run.run_key, run.partition_key
-                )
-            else:
-                by_partition.append((run, blocker))
-        for run, blocker in by_partition:
-            if run.run_id not in resolved:
-                resolved[run.run_id] = decision(run, Outcome.DEDUPLICATED_PARTITION, blocker)
-
-    async def _insert_ticks(self, conn: aiosqlite.Connection, ticks: Sequence[Tick]) -> None:
-        try:
-            await conn.execute(_INSERT_TICKS, (dumps([tick_to_row(t) for t in ticks]),))
-        except sqlite3.IntegrityError as e:  # the primary key: a tick committed before
-            raise DuplicateIdError("tick", ", ".join(t.tick_id for t in ticks)) from e
+        return await self._on_thread(body)
 
     async def claim_runs(
         self,
@@ -753,6 +671,113 @@ class SqliteStore:
             LogLine(run_id=run_id, seq=seq, at=dec_time(at), stream=stream, text=text)
             for seq, at, stream, text in rows
         ]
+
+
+# ---- tick and run inserts (on the connection's thread) ---------------------------------
+
+
+def _insert_runs(tx: dispatch_sql.SyncTx, kept: Sequence[Run]) -> dict[str, Decision]:
+    """Insert `kept` (already collapsed) with dedup; each run's decision by run id.
+
+    The unique indexes decide: rows go in with ON CONFLICT DO NOTHING and RETURNING says
+    which were created. A probe first finds the requests a stored run already blocks, so
+    that only the rest (usually few) are encoded in full and sent; it runs inside the same
+    BEGIN IMMEDIATE transaction, so nothing can change between probe and insert.
+    """
+    resolved: dict[str, Decision] = {}
+    if not kept:
+        return resolved
+    check_unique_ids(kept)
+    keyed = [r for r in kept if r.run_key is not None or r.partition_key is not None]
+    _probe(tx.conn, keyed, resolved)
+    fresh = [r for r in kept if r.run_id not in resolved]
+    if not fresh:
+        return resolved
+    rows = tx.conn.execute(_INSERT_RUNS, (dumps([run_to_row(r) for r in fresh]),)).fetchall()
+    created = {row[0] for row in rows}
+    if created:
+        tx.runs_changed = True
+    blocked = []
+    for run in fresh:
+        if run.run_id in created:
+            resolved[run.run_id] = decision(run, Outcome.CREATED, run.run_id)
+        else:
+            blocked.append(run)
+    if blocked:  # runs of one call that block each other across its commits
+        _probe(tx.conn, blocked, resolved)
+        for run in blocked:
+            if run.run_id not in resolved:
+                raise DuplicateIdError("run", run.run_id)
+    return resolved
+
+
+def _probe(conn: sqlite3.Connection, runs: Sequence[Run], resolved: dict[str, Decision]) -> None:
+    """Record, for each of `runs` that a stored run blocks, the blocking run: by run_key
+    first (at most one run ever), else by active partition.
+
+    One statement: per instigator, its run keys as one flat JSON array joined to the
+    run_key index; per job, its partition keys joined to the active-partition index."""
+    by_instigator: dict[Instigator, list[Run]] = {}
+    by_job: dict[str, list[Run]] = {}
+    last: Instigator | None = None
+    members: list[Run] = []
+    for run in runs:
+        if run.run_key is not None:
+            if run.instigator is not last:  # runs of one tick share one Instigator
+                last = run.instigator
+                members = by_instigator.setdefault(last, [])
+            members.append(run)
+        if run.partition_key is not None:
+            by_job.setdefault(run.job, []).append(run)
+    selects: list[tuple[str, list[Any]]] = []
+    groups: list[list[Run]] = []
+    if len(by_instigator) > _FLAT_PROBE_MAX:
+        # Many instigators with a few keys each (a fan-out of schedules): one join over
+        # (kind, name, run_key) triples instead of one sub-select per instigator.
+        keyed_all = [m for members in by_instigator.values() for m in members]
+        triples = dumps(
+            [[m.instigator.kind.value, m.instigator.name, m.run_key] for m in keyed_all]
+        )
+        selects.append((_PROBE_RUN_KEY_TRIPLES, [0, triples]))
+        groups.append(keyed_all)
+        by_instigator = {}
+    for instigator, keyed in by_instigator.items():
+        run_keys = dumps([m.run_key for m in keyed])
+        selects.append((_PROBE_RUN_KEYS, [len(groups), run_keys, instigator.kind, instigator.name]))
+        groups.append(keyed)
+    key_groups = len(groups)
+    for job, jobs_runs in by_job.items():
+        partition_keys = dumps([m.partition_key for m in jobs_runs])
+        selects.append((_PROBE_PARTITIONS, [len(groups), partition_keys, job]))
+        groups.append(jobs_runs)
+    if not selects:
+        return
+    by_partition: list[tuple[Run, str]] = []
+    by_key = Outcome.DEDUPLICATED_RUN_KEY
+    rows: list[Any] = []
+    # SQLite allows at most 500 terms in one compound SELECT (SQLITE_MAX_COMPOUND_SELECT)
+    for start in range(0, len(selects), _MAX_COMPOUND):
+        chunk = selects[start : start + _MAX_COMPOUND]
+        sql = " UNION ALL ".join(text for text, _ in chunk)
+        rows += conn.execute(sql, [p for _, ps in chunk for p in ps]).fetchall()
+    for group, i, blocker in rows:
+        run = groups[group][i]
+        if group < key_groups:
+            resolved[run.run_id] = make_decision(
+                run.job, by_key, blocker, run.run_key, run.partition_key
+            )
+        else:
+            by_partition.append((run, blocker))
+    for run, blocker in by_partition:
+        if run.run_id not in resolved:
+            resolved[run.run_id] = decision(run, Outcome.DEDUPLICATED_PARTITION, blocker)
+
+
+def _insert_ticks(conn: sqlite3.Connection, ticks: Sequence[Tick]) -> None:
+    try:
+        conn.execute(_INSERT_TICKS, (dumps([tick_to_row(t) for t in ticks]),))
+    except sqlite3.IntegrityError as e:  # the primary key: a tick committed before
+        raise DuplicateIdError("tick", ", ".join(t.tick_id for t in ticks)) from e
 
 
 # ---- statements ------------------------------------------------------------------------------
