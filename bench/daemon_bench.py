@@ -88,8 +88,16 @@ def wait_for_event(proc: subprocess.Popen[str], event: str, timeout: float = 30)
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    """CPU time of all the process's threads, to the nanosecond where the kernel keeps
+    schedstat (utime + stime count whole clock ticks: 10 ms, 0.1 % of a 10 s stretch)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
 def rss_mb(pid: int) -> float:

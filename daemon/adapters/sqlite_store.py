@@ -118,6 +118,11 @@ class SqliteStore:
         self._location = location
         self._lock = anyio.Lock(fast_acquire=True)  # no yield when free: one hop per call
         self._run_commits = 0  # our own commits that changed runs (data_version misses them)
+        # instigator_states() is read every heartbeat: kept while no commit (ours, counted
+        # in _state_writes, or another connection's, seen in data_version) can have changed it.
+        self._state_writes = 0
+        self._states: tuple[int, int, dict[tuple[InstigatorKind, str], InstigatorState]] | None
+        self._states = None
         self._bell_path = bell_path(Path(location))
         self._bell: Doorbell | None = None
         #: For tests: called with a point name ("commit_ticks.after_runs",
@@ -248,6 +253,7 @@ class SqliteStore:
         batches = [Batch.of(commit.runs) for commit in commits]
 
         def body(tx: dispatch_sql.SyncTx) -> list[Tick]:
+            self._state_writes += 1  # under the store's lock: no read sees a stale copy
             if lease_epoch is not None:
                 current = tx.conn.execute("SELECT epoch FROM lease WHERE id = 1").fetchone()
                 if current is None or current[0] != lease_epoch:
@@ -452,9 +458,14 @@ class SqliteStore:
 
     async def instigator_states(self) -> dict[tuple[InstigatorKind, str], InstigatorState]:
         async with self._read() as conn:
+            version = int(await scalar(conn, "PRAGMA data_version"))
+            kept = self._states
+            if kept is not None and kept[:2] == (version, self._state_writes):
+                return dict(kept[2])
             rows = await conn.execute_fetchall(f"SELECT {STATE_COLUMNS} FROM instigator_state")
-        states = (state_from_row(r) for r in rows)
-        return {(s.instigator.kind, s.instigator.name): s for s in states}
+            states = {(s.instigator.kind, s.instigator.name): s for s in map(state_from_row, rows)}
+            self._states = (version, self._state_writes, states)
+        return dict(states)
 
     async def set_instigator_status(
         self, instigator: Instigator, status: InstigatorStatus, *, now: datetime
@@ -471,6 +482,7 @@ class SqliteStore:
             return
         at = enc_time(now)
         async with self._write() as tx:
+            self._state_writes += 1
             await tx.conn.executemany(
                 "INSERT INTO instigator_state (instigator_kind, instigator_name, last_tick_at, "
                 "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -481,6 +493,7 @@ class SqliteStore:
         self, instigator: Instigator, column: str, value: str | None, now: datetime
     ) -> InstigatorState:
         async with self._write() as tx:
+            self._state_writes += 1
             rows = list(
                 await tx.conn.execute_fetchall(
                     f"INSERT INTO instigator_state (instigator_kind, instigator_name, {column}, "

@@ -25,6 +25,7 @@ from daemon.adapters.sqlite_file import APPLICATION_ID, LATEST_VERSION, migratio
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.limits import ConcurrencyLimits
 from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
+from daemon.domain.ticks import InstigatorStatus
 from daemon.errors import (
     IllegalTransitionError,
     NotATickdStoreError,
@@ -385,3 +386,24 @@ async def test_open_store_by_location(tmp_path: Path) -> None:
         await open_store("postgresql://localhost/tickd")
     with pytest.raises(StoreLocationError, match="unknown scheme 'redis'"):
         await open_store("redis://localhost")
+
+
+async def test_instigator_states_follow_writes_of_this_store_and_of_other_processes(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """The daemon reads every state each heartbeat; the store answers from memory while
+    nothing changed, so each write, ours or another process's, must show at once."""
+    nightly = Instigator(kind=InstigatorKind.SCHEDULE, name="nightly")
+    await store.ensure_instigators([nightly], now=T0)
+    assert (await store.instigator_states())[(nightly.kind, "nightly")].status is None
+    await store.set_instigator_status(nightly, InstigatorStatus.STOPPED, now=T0)
+    assert (await store.instigator_states())[(nightly.kind, "nightly")].status is (
+        InstigatorStatus.STOPPED
+    )
+    with sqlite3.connect(tmp_path / "tickd.db") as other:  # the CLI, say
+        other.execute("UPDATE instigator_state SET status = 'RUNNING', cursor = 'c7'")
+    state = (await store.instigator_states())[(nightly.kind, "nightly")]
+    assert (state.status, state.cursor) == (InstigatorStatus.RUNNING, "c7")
+    again = await store.instigator_states()
+    again.clear()  # the caller's copy: clearing it loses nothing
+    assert (await store.instigator_states())[(nightly.kind, "nightly")].cursor == "c7"
