@@ -11,6 +11,7 @@ domain allows, a claim only a run still QUEUED, under BEGIN IMMEDIATE.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -161,17 +162,17 @@ def claim(
         return []
     due = enc_time(now)
     rows = tx.conn.execute(_HEAD, (due, limit, limits.max_concurrent_runs)).fetchall()
-    runs = [_starting(row, node_id) for row in rows]
     limited = {lim.key for lim in limits.tag_limits}
-    if limited and any(not limited.isdisjoint(run.tags) for run in runs):
-        runs = [_starting(row, node_id) for row in _admit(tx.conn, limit, limits, due)]
-    if not runs:
+    if limited and any(not limited.isdisjoint(_tags(row[7])) for row in rows):
+        rows = _admit(tx.conn, limit, limits, due)
+    if not rows:
         return []
+    runs = [_starting(row, node_id) for row in rows]
+    ids = dumps([r.run_id for r in runs])
+    tx.conn.execute(_ADD_EVENTS, (ids, due, "run.starting", dumps({"node_id": node_id})))
     claimed: list[Run] = []
     writes: list[list[Any]] = []
-    data = dumps({"node_id": node_id})
     for run in runs:
-        tx.events.append((run.run_id, due, "run.starting", data))
         move = start(run) if start is not None else None
         if move is not None and can_transition(RunStatus.STARTING, move.status):
             at = enc_time(move.now)
@@ -193,6 +194,12 @@ def claim(
         raise StoreError(f"store {tx.location}: runs changed during a claim")
     tx.runs_changed = True
     return claimed
+
+
+@functools.lru_cache(maxsize=256)
+def _tags(text: str) -> frozenset[str]:
+    """The tag keys of a run's tags JSON (queued runs share a few tag sets)."""
+    return frozenset(mapping(text))
 
 
 def _starting(row: Any, node_id: str) -> Run:
@@ -311,3 +318,9 @@ _SOURCES = {status: sorted(s.value for s in legal_sources(status)) for status in
 _STATUS_OF = "SELECT run_id, status FROM runs WHERE run_id IN (SELECT value FROM json_each(?))"
 
 _ADD_EVENT = "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)"
+
+# One event (?2 at, ?3 kind, ?4 data) for each run id of the JSON array ?1.
+_ADD_EVENTS = """
+INSERT INTO run_events (run_id, at, kind, data)
+SELECT value, ?2, ?3, ?4 FROM json_each(?1)
+"""
