@@ -23,6 +23,7 @@ import aiosqlite
 
 from daemon.adapters.store_codec import (
     RUN_COLUMNS,
+    SQL_IN_FLIGHT,
     dec_time,
     dumps,
     enc_opt_time,
@@ -37,7 +38,6 @@ from daemon.ports import MoveAndClaim, RunMove
 
 T = TypeVar("T")
 
-_IN_FLIGHT = "('STARTING', 'RUNNING', 'CANCELING')"
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
@@ -277,7 +277,7 @@ _HEAD = f"""
 SELECT {RUN_COLUMNS} FROM runs
  WHERE status = 'QUEUED' AND (not_before IS NULL OR not_before <= ?1) {_QUEUE_ORDER}
  LIMIT (SELECT CASE WHEN ?3 IS NULL THEN ?2 ELSE max(0, min(?2, ?3 - count(*))) END
-          FROM runs WHERE status IN {_IN_FLIGHT})
+          FROM runs WHERE status IN {SQL_IN_FLIGHT})
 """
 
 # ?2: a JSON array of [run_id, status, started_at, ended_at, error], one per claimed run.
@@ -290,10 +290,10 @@ WHERE runs.run_id = m.value ->> 0 AND runs.status = 'QUEUED'
 
 # In flight: the total (key NULL), then per (key, value) of the limited keys.
 _IN_FLIGHT_TAGS = f"""
-SELECT NULL, NULL, count(*) FROM runs WHERE status IN {_IN_FLIGHT}
+SELECT NULL, NULL, count(*) FROM runs WHERE status IN {SQL_IN_FLIGHT}
 UNION ALL
 SELECT t.key, t.value, count(*) FROM runs AS r CROSS JOIN run_tags AS t
- WHERE r.status IN {_IN_FLIGHT} AND t.run_id = r.run_id
+ WHERE r.status IN {SQL_IN_FLIGHT} AND t.run_id = r.run_id
    AND t.key IN (SELECT value FROM json_each(?))
  GROUP BY t.key, t.value
 """

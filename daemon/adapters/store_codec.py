@@ -28,6 +28,13 @@ from daemon.domain.ticks import (
 from daemon.errors import DuplicateIdError, LeaseHeldError
 from daemon.ports import Lease
 
+# Status sets as SQL lists, written word for word as in the schema's partial indexes so
+# that the planner matches queries to them.
+SQL_ACTIVE = "('QUEUED', 'STARTING', 'RUNNING', 'CANCELING')"
+SQL_IN_FLIGHT = "('STARTING', 'RUNNING', 'CANCELING')"
+SQL_TERMINAL = "('SUCCESS', 'FAILURE', 'CANCELED', 'TIMED_OUT')"
+
+
 # ---- scalars --------------------------------------------------------------------------
 
 
