@@ -276,12 +276,11 @@ class Evaluator:
                 )
         except EvaluationError as exc:
             status, error = TickStatus.FAILURE, exc.text
-        tick = Tick(
+        tick = self._tick(
+            instigator,
             tick_id=tick_id,
-            instigator=instigator,
             status=status,
             started_at=started,
-            ended_at=self.now(),
             scheduled_for=scheduled_for,
             skip_reason=skip,
             error=error,
