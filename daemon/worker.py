@@ -78,9 +78,12 @@ _PR_SET_CHILD_SUBREAPER: Final = 36  # for the worker only: a fork does not inhe
 # ---- the wire format ---------------------------------------------------------------------
 
 
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), default=str)  # made once, not per message
+
+
 def encode(message: Mapping[str, Any]) -> bytes:
     """One protocol message: ASCII JSON and a newline (a string never holds a raw one)."""
-    return json.dumps(message, separators=(",", ":"), default=str).encode("ascii") + b"\n"
+    return _ENCODER.encode(message).encode("ascii") + b"\n"
 
 
 class ParentGone(Exception):
