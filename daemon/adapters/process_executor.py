@@ -456,6 +456,8 @@ class ProcessExecutor:
         self, slot: _Slot, flight: _Flight, time_limit: float | None, batcher: _OutputBatcher
     ) -> RunOutcome:
         worker = await self._ready_worker(slot)
+        if flight.stop is not None:  # stopped while its worker was starting: never sent
+            return _stopped(flight, time_limit)
         try:
             result = await self._converse(worker, flight, time_limit, batcher)
         except _WorkerDied as died:
