@@ -113,7 +113,7 @@ def job_context_for(
     log_sink: LogSink,
 ) -> JobContext:
     """The same as `make_job_context`, from a run's fields (a worker process has no Run)."""
-    logger = structlog.get_logger("tickd.job").bind(run_id=run_id, job=job.name)
+    logger = structlog.get_logger("tickd.job", run_id=run_id, job=job.name)
     return JobContext(
         run_id=run_id,
         job_name=job.name,

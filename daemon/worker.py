@@ -38,9 +38,10 @@ import contextlib
 import ctypes
 import gc
 import inspect
+import io
 import json
 import os
-import selectors
+import select
 import signal
 import socket
 import sys
@@ -71,15 +72,18 @@ POLL_S: Final = 0.005  # child-exit polling where pidfd_open is missing (not Lin
 EXIT_CODE_UNHANDLED: Final = 70  # the child's code if even reporting failed
 
 _PR_SET_PDEATHSIG: Final = 1
-_PR_SET_CHILD_SUBREAPER: Final = 36
+_PR_SET_CHILD_SUBREAPER: Final = 36  # for the worker only: a fork does not inherit it
 
 
 # ---- the wire format ---------------------------------------------------------------------
 
 
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), default=str)  # made once, not per message
+
+
 def encode(message: Mapping[str, Any]) -> bytes:
     """One protocol message: ASCII JSON and a newline (a string never holds a raw one)."""
-    return json.dumps(message, separators=(",", ":"), default=str).encode("ascii") + b"\n"
+    return _ENCODER.encode(message).encode("ascii") + b"\n"
 
 
 class ParentGone(Exception):
@@ -96,8 +100,8 @@ class _Control:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._buffer = bytearray()
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(sock, selectors.EVENT_READ)
+        self._poll = select.poll()  # no fd of its own, so nothing for a child to close
+        self._poll.register(sock, select.POLLIN)
 
     def send(self, message: Mapping[str, Any]) -> None:
         self.sock.sendall(encode(message))
@@ -105,16 +109,11 @@ class _Control:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def receive(self, timeout: float | None) -> list[dict[str, Any]]:
+    def receive(self, timeout: float) -> list[dict[str, Any]]:
         """The messages complete after at most one read; [] if none arrived in time."""
-        if not self._selector.select(timeout):
+        if not self._poll.poll(timeout * 1000):
             return []
         return self.read_available()
-
-    def close_in_child(self) -> list[int]:
-        """The fds a forked child must close: this socket and our selector."""
-        fileno = getattr(self._selector, "fileno", None)  # epoll, kqueue and devpoll have one
-        return [self.sock.fileno(), *([fileno()] if fileno else [])]
 
     def read_available(self) -> list[dict[str, Any]]:
         """Read once (the socket must be readable) and return the complete messages."""
@@ -143,9 +142,10 @@ class _Control:
 
 
 class Worker:
-    def __init__(self, control: _Control, jobs: Mapping[str, Job]) -> None:
+    def __init__(self, control: _Control, jobs: Mapping[str, Job], stdio: _ChildStdio) -> None:
         self.control = control
         self.jobs = jobs
+        self.stdio = stdio
         self.child: int | None = None  # the pid (and process group) of the run in progress
 
     def serve(self) -> None:
@@ -167,7 +167,7 @@ class Worker:
         _flush_stdio()
         me = os.getpid()
         try:
-            pipes = _RunPipes.open()
+            pipes = _RunPipes()
         except OSError as exc:  # out of file descriptors
             self._exit(run_id, {"kind": "fork_failed", "error": str(exc)})
             return
@@ -178,7 +178,7 @@ class Worker:
             self._exit(run_id, {"kind": "fork_failed", "error": str(exc)})
             return
         if pid == 0:
-            _child_main(job, message, pipes, parent=me, close=self.control.close_in_child())
+            _child_main(job, message, pipes, self.stdio, parent=me, control=self.control.fileno())
         self.child = pid
         with contextlib.suppress(OSError):  # also done by the child; whichever runs first
             os.setpgid(pid, pid)
@@ -196,39 +196,44 @@ class Worker:
 
 
 class _RunPipes:
-    """The child's stdout, stderr and event pipes: (read end, write end) each."""
+    """The child's stdout, stderr and event pipes."""
 
-    def __init__(self, pairs: dict[str, tuple[int, int]]) -> None:
-        self.pairs = pairs
-
-    @classmethod
-    def open(cls) -> _RunPipes:
-        return cls({name: os.pipe() for name in ("stdout", "stderr", "events")})
+    def __init__(self) -> None:
+        self.stdout_r, self.stdout_w = os.pipe()
+        self.stderr_r, self.stderr_w = os.pipe()
+        self.events_r, self.events_w = os.pipe()
 
     def read_ends(self) -> dict[int, str]:
-        return {r: name for name, (r, _) in self.pairs.items()}
+        return {self.stdout_r: "stdout", self.stderr_r: "stderr", self.events_r: "events"}
 
-    def write_end(self, name: str) -> int:
-        return self.pairs[name][1]
+    def close_read_ends(self) -> None:
+        os.close(self.stdout_r)
+        os.close(self.stderr_r)
+        os.close(self.events_r)
 
     def close_write_ends(self) -> None:
-        for _, w in self.pairs.values():
-            os.close(w)
+        os.close(self.stdout_w)
+        os.close(self.stderr_w)
+        os.close(self.events_w)
 
     def close_all(self) -> None:
-        for r, w in self.pairs.values():
-            os.close(r)
-            os.close(w)
+        self.close_read_ends()
+        self.close_write_ends()
 
 
 class _Supervision:
-    """Watches one child: forwards its output, obeys kills, reaps it and its group."""
+    """Watches one child: forwards its output, obeys kills, reaps it and its group.
+
+    One poll(2) set (no selector object or epoll fd to create per run): the control
+    socket, the child's pidfd (its exit) and its three pipes.
+    """
 
     def __init__(self, worker: Worker, run_id: str, pid: int, pipes: _RunPipes) -> None:
         self.worker = worker
         self.run_id = run_id
         self.pid = pid
         self.streams = pipes.read_ends()
+        self.events_fd = pipes.events_r
         self.splitters = {fd: _LineSplitter() for fd in self.streams}
         self.error: dict[str, Any] | None = None
         self.status: int | None = None
@@ -236,17 +241,16 @@ class _Supervision:
         self.outbox: list[list[str]] = []
 
     def watch(self) -> tuple[int, dict[str, Any] | None]:
-        sel = selectors.DefaultSelector()
+        poller = select.poll()
         pidfd = _pidfd_open(self.pid)
         try:
-            sel.register(self.worker.control.fileno(), selectors.EVENT_READ, "control")
+            poller.register(self.worker.control.fileno(), select.POLLIN)
             if pidfd is not None:
-                sel.register(pidfd, selectors.EVENT_READ, "exit")
+                poller.register(pidfd, select.POLLIN)
             for fd in self.streams:
-                sel.register(fd, selectors.EVENT_READ, "pipe")
-            self._loop(sel, polling=pidfd is None)
+                poller.register(fd, select.POLLIN)
+            self._loop(poller, pidfd)
         finally:
-            sel.close()
             if pidfd is not None:
                 os.close(pidfd)
             for fd in self.streams:
@@ -256,37 +260,43 @@ class _Supervision:
         assert self.status is not None
         return self.status, self.error
 
-    def _loop(self, sel: selectors.BaseSelector, *, polling: bool) -> None:
+    def _loop(self, poller: select.poll, pidfd: int | None) -> None:
+        control = self.worker.control.fileno()
+        open_pipes = set(self.streams)
+        timeout: float | None = POLL_S * 1000 if pidfd is None else None
         drain_until: float | None = None
         while True:
-            if self.status is None:
-                timeout = POLL_S if polling else None
-            else:
-                if drain_until is None:
-                    drain_until = time.monotonic() + DRAIN_S
-                timeout = drain_until - time.monotonic()
-                open_pipes = [k.fd for k in sel.get_map().values() if k.data == "pipe"]
+            if self.status is not None:
                 if not open_pipes:
                     return
+                if drain_until is None:
+                    drain_until = time.monotonic() + DRAIN_S
+                timeout = (drain_until - time.monotonic()) * 1000
                 if timeout <= 0:  # held open by a process that left the group: stop reading
                     for fd in open_pipes:
                         self._on_data(fd, b"")
                     self._send_output()
                     return
-            for key, _ in sel.select(timeout):
-                if key.data == "control":
-                    self._on_control()
-                elif key.data == "exit":
-                    sel.unregister(key.fd)
+            for fd, _ in poller.poll(timeout):
+                if fd in open_pipes:
+                    if self._on_pipe(fd):
+                        continue
+                    poller.unregister(fd)
+                    open_pipes.discard(fd)
+                elif fd == pidfd:
+                    poller.unregister(pidfd)
                     self.status = _reap_child(self.pid)
                     self.worker.child = None
-                else:
-                    self._on_pipe(sel, key.fd)
-            if polling and self.status is None:
+                elif fd == control:
+                    self._on_control()
+                    if self.parent_gone:
+                        poller.unregister(control)
+            if pidfd is None and self.status is None:
                 self.status = _poll_child(self.pid)
                 if self.status is not None:
                     self.worker.child = None
-            self._send_output()
+            if self.outbox:
+                self._send_output()
 
     def _on_control(self) -> None:
         try:
@@ -300,21 +310,23 @@ class _Supervision:
             if message.get("op") == "kill" and message.get("run_id") == self.run_id:
                 _kill_group(self.pid)
 
-    def _on_pipe(self, sel: selectors.BaseSelector, fd: int) -> None:
+    def _on_pipe(self, fd: int) -> bool:
+        """Read what the pipe holds; False at its end."""
         try:
             data = os.read(fd, READ_CHUNK)
         except OSError:
             data = b""
-        if not data:
-            sel.unregister(fd)
         self._on_data(fd, data)
+        return bool(data)
 
     def _on_data(self, fd: int, data: bytes) -> None:
         """Lines from a pipe's new bytes; b"" means its end: the last partial line too."""
         splitter = self.splitters[fd]
         lines = splitter.feed(data) if data else splitter.finish()
-        stream = self.streams[fd]
-        if stream != "events":
+        if not lines:
+            return
+        if fd != self.events_fd:
+            stream = self.streams[fd]
             self.outbox.extend([stream, line] for line in lines)
             return
         for line in lines:
@@ -496,8 +508,60 @@ class _EventWriter:
                 data = data[os.write(self.fd, data) :]
 
 
+class _ChildStdio:
+    """The sys.stdin, sys.stdout and sys.stderr of every child, made once by the worker.
+
+    A child's fd 0 is /dev/null (the worker's own is made so at start-up) and `install`
+    puts its run's pipes at fds 1 and 2; these line-buffered streams on fds 0, 1 and 2 are
+    then what the job finds in sys. They are made while fds 1 and 2 are a pipe, so what
+    they learn of their file when made (not seekable, its block size) is true in a child.
+    The worker never writes to them, so they are empty when it forks, and a child pays for
+    no open() of its own.
+    """
+
+    def __init__(self) -> None:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        if devnull != 0:
+            os.dup2(devnull, 0)
+            os.close(devnull)
+        saved = os.dup(1), os.dup(2)
+        read_end, write_end = os.pipe()
+        try:
+            os.dup2(write_end, 1)
+            os.dup2(write_end, 2)
+            self.stdin = open(0, closefd=False)  # noqa: SIM115 (lives as long as the process)
+            self.stdout = _output_stream(1)
+            self.stderr = _output_stream(2)
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in (*saved, read_end, write_end):
+                os.close(fd)
+
+    def install(self, stdout: int, stderr: int) -> None:
+        """In the child: the pipes become fds 1 and 2, and these streams sys's."""
+        os.dup2(stdout, 1)
+        os.dup2(stderr, 2)
+        os.close(stdout)
+        os.close(stderr)
+        sys.stdin, sys.stdout, sys.stderr = self.stdin, self.stdout, self.stderr
+
+
+def _output_stream(fd: int) -> io.TextIOWrapper:
+    """Line-buffered, so output reaches the run's log as it comes."""
+    stream = open(fd, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
+    stream.seekable()  # asked (and the answer kept) now, while fd is a pipe
+    return stream
+
+
 def _child_main(
-    job: Job, message: Mapping[str, Any], pipes: _RunPipes, *, parent: int, close: list[int]
+    job: Job,
+    message: Mapping[str, Any],
+    pipes: _RunPipes,
+    stdio: _ChildStdio,
+    *,
+    parent: int,
+    control: int,
 ) -> NoReturn:
     """Run the job in this forked child and exit; never returns into the worker's code."""
     code = EXIT_CODE_UNHANDLED
@@ -509,11 +573,11 @@ def _child_main(
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the worker died before the line above
             os._exit(EXIT_CODE_UNHANDLED)
-        _prctl(_PR_SET_CHILD_SUBREAPER, 0)
-        for fd in [*close, *pipes.read_ends()]:
-            os.close(fd)
-        _redirect_stdio(pipes.write_end("stdout"), pipes.write_end("stderr"))
-        events = _EventWriter(pipes.write_end("events"))
+        # Being a child subreaper is not inherited across fork: nothing to undo here.
+        os.close(control)
+        pipes.close_read_ends()
+        stdio.install(pipes.stdout_w, pipes.stderr_w)
+        events = _EventWriter(pipes.events_w)
         code = _run_job(job, message, events)
     except SystemExit as exc:
         code = _system_exit_code(exc)
@@ -527,20 +591,6 @@ def _child_main(
     finally:
         _flush_stdio()
         os._exit(code)
-
-
-def _redirect_stdio(stdout: int, stderr: int) -> None:
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    os.dup2(stdout, 1)
-    os.dup2(stderr, 2)
-    os.close(stdout)
-    os.close(stderr)
-    # New line-buffered streams on the pipes, so output reaches the run's log as it comes.
-    sys.stdin = open(0, closefd=False)  # noqa: SIM115 (lives as long as the process)
-    sys.stdout = open(1, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
 def _run_job(job: Job, message: Mapping[str, Any], events: _EventWriter) -> int:
@@ -651,7 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "load_errors": len(result.errors),
             }
         )
-        worker = Worker(control, result.registry.jobs)
+        worker = Worker(control, result.registry.jobs, _ChildStdio())
         worker.serve()
     except (ParentGone, _Terminated, BrokenPipeError, ConnectionResetError):
         pass

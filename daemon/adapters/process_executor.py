@@ -7,9 +7,14 @@ and reports how the child ended. So a run costs a fork and a few messages (a few
 a job that raises, exits, segfaults, hangs or is killed by the OOM killer fails only its run.
 
 * Control channel: one socketpair per worker (the worker's end passed with `pass_fds`),
-  JSON lines. A job cannot reach it: its fd 1 and 2 are pipes the worker reads.
+  JSON lines, served here by a `WorkerChannel` (worker_channel.py). A job cannot reach it:
+  its fd 1 and 2 are pipes the worker reads.
+* A run is one task: the one that called `execute` sends the run, reads the worker's
+  messages until the exit, and on a timeout or a stop request has the run killed. No
+  helper task is started per run.
 * Output: the worker relays the child's lines; here they are stamped with `clock.now()` and
-  handed to the run's OutputSink in batches (at most every FLUSH_S, or at BATCH_LINES).
+  handed to the run's OutputSink in batches (FLUSH_S after the first line waiting, or at
+  BATCH_LINES).
 * Timeout and cancel: the worker is told to SIGKILL the run's process group, so processes
   the job started die too. A worker that does not confirm within KILL_GRACE_S is itself
   killed, and so is the group, from here.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import math
 import os
 import signal
 import socket
@@ -32,7 +38,7 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -40,9 +46,9 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 import structlog
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 import daemon
+from daemon.adapters.worker_channel import MessageTooLong, WorkerChannel
 from daemon.domain.runs import Run, RunStatus
 from daemon.errors import TickdError
 from daemon.ports import Clock, OutputSink, RunOutcome
@@ -52,7 +58,6 @@ log = structlog.get_logger("tickd.executor.process")
 
 FLUSH_S: Final = 0.05  # output reaches the sink at most this long after it was printed …
 BATCH_LINES: Final = 100  # … or as soon as this many lines are waiting
-HIGH_WATER_LINES: Final = 10_000  # stop reading the worker until the sink took these
 KILL_GRACE_S: Final = 5.0  # a worker told to kill a run must confirm within this
 CLOSE_GRACE_S: Final = 5.0  # aclose: for runs to stop, then for workers to exit
 HANDOFF_ATTEMPTS: Final = 3  # workers tried for one run before giving up
@@ -87,6 +92,13 @@ class _NotStarted(Exception):
     """The run never reached a worker; another may take it."""
 
 
+class _Timeout(enum.Enum):
+    TIMEOUT = "timeout"
+
+
+_TIMEOUT: Final = _Timeout.TIMEOUT  # "no message in time", as opposed to None, "no worker"
+
+
 # ---- one worker --------------------------------------------------------------------------
 
 
@@ -94,13 +106,12 @@ class _Worker:
     """The parent's handle on one worker process and its control channel."""
 
     def __init__(
-        self, process: anyio.abc.Process, stream: anyio.abc.SocketStream, *, generation: int
+        self, process: anyio.abc.Process, channel: WorkerChannel, *, generation: int
     ) -> None:
         self.process = process
         self.generation = generation  # of the definitions: ProcessExecutor.reload() bumps it
         self.pid = process.pid
-        self._stream = stream
-        self._reader = BufferedByteReceiveStream(stream)
+        self._channel = channel
         self.ready = False
         self._stream_closed = False
 
@@ -108,23 +119,19 @@ class _Worker:
     def exited(self) -> bool:
         return self.process.returncode is not None
 
-    async def send(self, message: Mapping[str, Any]) -> None:
-        await self._stream.send(encode(message))
+    def send(self, message: Mapping[str, Any]) -> None:
+        """Queue a message for the worker; BrokenPipeError if its channel is closed."""
+        self._channel.send(encode(message))
 
     async def receive(self) -> dict[str, Any] | None:
         """The next message; None once the worker is gone. Safe to cancel."""
         try:
-            line = await self._reader.receive_until(b"\n", MAX_MESSAGE)
-        except (
-            anyio.EndOfStream,
-            anyio.IncompleteRead,
-            anyio.BrokenResourceError,
-            anyio.ClosedResourceError,
-        ):
-            return None
-        except anyio.DelimiterNotFound:
+            line = await self._channel.receive()
+        except MessageTooLong:
             log.error("worker.protocol_error", worker_pid=self.pid, problem="message too long")
             self.kill()
+            return None
+        if line is None:
             return None
         try:
             message = json.loads(line)
@@ -167,14 +174,14 @@ class _Worker:
             if self.process.returncode is None:
                 self.kill()
                 await self.process.wait()
-            await self._stream.aclose()
+            self._channel.close()
         return _describe_returncode(self.process.returncode)
 
     async def close(self) -> None:
         """Close the control channel (the worker then exits) and reap it."""
         self._stream_closed = True
         with anyio.CancelScope(shield=True):
-            await self._stream.aclose()
+            self._channel.close()
             with anyio.move_on_after(CLOSE_GRACE_S):
                 await self.process.wait()
             if self.process.returncode is None:
@@ -211,54 +218,43 @@ class _Slot:
 class _Flight:
     run: Run
     stop: _Stop | None = None
-    stopped: anyio.Event = field(default_factory=anyio.Event)
-    waiting: anyio.CancelScope | None = None  # while waiting for a free worker
+    waiting: anyio.CancelScope | None = None  # while waiting for a free worker, or the run
+    accepted: bool = False  # the worker took the run on (it is not handed to another)
     child_pid: int | None = None  # the job's process (and group) once forked
 
     def request_stop(self, reason: _Stop) -> None:
         if self.stop is None:
             self.stop = reason
-        self.stopped.set()
         if self.waiting is not None:
             self.waiting.cancel()
 
 
 class _OutputBatcher:
-    """Collects a run's output lines and hands them to its sink in batches."""
+    """Collects a run's output lines for its sink: flushed when BATCH_LINES are waiting or
+    FLUSH_S after the first of them arrived (by the task reading the run's messages)."""
 
     def __init__(self, sink: OutputSink, run_id: str) -> None:
         self._sink = sink
         self._run_id = run_id
         self._lines: list[tuple[datetime, str, str]] = []
-        self._some = anyio.Event()
-        self._full = anyio.Event()
-        self._lock = anyio.Lock()
+        self.due = math.inf  # when the waiting lines must be flushed (anyio time)
 
     @property
     def pending(self) -> int:
         return len(self._lines)
 
     def add(self, at: datetime, lines: Sequence[Sequence[str]]) -> None:
+        if not self._lines:
+            self.due = anyio.current_time() + FLUSH_S
         self._lines.extend((at, str(stream), str(text)) for stream, text in lines)
-        if self._lines:
-            self._some.set()
-        if len(self._lines) >= BATCH_LINES:
-            self._full.set()
-
-    async def run(self) -> None:
-        while True:
-            await self._some.wait()
-            with anyio.move_on_after(FLUSH_S):
-                await self._full.wait()
-            await self.flush()
 
     async def flush(self) -> None:
-        async with self._lock:
-            batch, self._lines = self._lines, []
-            self._some = anyio.Event()
-            self._full = anyio.Event()
-            if not batch:
-                return
+        """Hand the waiting lines to the sink (shielded: lines taken are never dropped)."""
+        batch, self._lines = self._lines, []
+        self.due = math.inf
+        if not batch:
+            return
+        with anyio.CancelScope(shield=True):
             try:
                 await self._sink(batch)
             except Exception:
@@ -406,17 +402,12 @@ class ProcessExecutor:
         self._flights[run.run_id] = flight
         batcher = _OutputBatcher(output, run.run_id)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(batcher.run)
-                outcome = await self._execute(flight, time_limit, batcher)
-                tg.cancel_scope.cancel()
+            return await self._execute(flight, time_limit, batcher)
         finally:
             del self._flights[run.run_id]
             if not self._flights:
                 self._landed.set()
-            with anyio.CancelScope(shield=True):
-                await batcher.flush()
-        return outcome
+            await batcher.flush()
 
     async def cancel(self, run_id: str) -> bool:
         flight = self._flights.get(run_id)
@@ -465,6 +456,8 @@ class ProcessExecutor:
         self, slot: _Slot, flight: _Flight, time_limit: float | None, batcher: _OutputBatcher
     ) -> RunOutcome:
         worker = await self._ready_worker(slot)
+        if flight.stop is not None:  # stopped while its worker was starting: never sent
+            return _stopped(flight, time_limit)
         try:
             result = await self._converse(worker, flight, time_limit, batcher)
         except _WorkerDied as died:
@@ -514,7 +507,7 @@ class ProcessExecutor:
     ) -> dict[str, Any]:
         run = flight.run
         try:
-            await worker.send(
+            worker.send(
                 {
                     "op": "run",
                     "run_id": run.run_id,
@@ -525,53 +518,58 @@ class ProcessExecutor:
                     "attempt": run.attempt,
                 }
             )
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        except OSError:
             raise _WorkerDied(await worker.death(), accepted=False) from None
-        died: _WorkerDied | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._stopper, worker, flight, time_limit)
-            try:
-                result = await self._read_until_exit(worker, flight, batcher)
-            except _WorkerDied as exc:  # raised below, not wrapped in an exception group
-                died = exc
-            tg.cancel_scope.cancel()
-        if died is not None:
-            raise died
-        return result
-
-    async def _stopper(self, worker: _Worker, flight: _Flight, time_limit: float | None) -> None:
-        """On timeout or stop request: have the run killed, then the worker if it hangs."""
-        with anyio.move_on_after(time_limit):
-            await flight.stopped.wait()
+        with anyio.CancelScope() as reading:
+            flight.waiting = reading  # a stop request cancels this
+            if flight.stop is None:
+                if time_limit is not None:
+                    reading.deadline = anyio.current_time() + time_limit
+                try:
+                    return await self._read_until_exit(worker, flight, batcher)
+                finally:
+                    flight.waiting = None
+        flight.waiting = None
+        # Timed out or told to stop: have the run killed, then the worker if it hangs.
         if flight.stop is None:
             flight.stop = _Stop.TIMEOUT
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            await worker.send({"op": "kill", "run_id": flight.run.run_id})
-        await anyio.sleep(KILL_GRACE_S)
+        with contextlib.suppress(OSError):
+            worker.send({"op": "kill", "run_id": flight.run.run_id})
+        with anyio.move_on_after(KILL_GRACE_S):
+            return await self._read_until_exit(worker, flight, batcher)
         log.error(
             "worker.unresponsive", worker_pid=worker.pid, run_id=flight.run.run_id, action="kill"
         )
         worker.kill()
+        return await self._read_until_exit(worker, flight, batcher)  # raises _WorkerDied
 
     async def _read_until_exit(
         self, worker: _Worker, flight: _Flight, batcher: _OutputBatcher
     ) -> dict[str, Any]:
         run_id = flight.run.run_id
-        accepted = False
         while True:
-            message = await worker.receive()
+            if batcher.pending:
+                message: dict[str, Any] | _Timeout | None = _TIMEOUT
+                with anyio.move_on_after(batcher.due - anyio.current_time()):
+                    message = await worker.receive()
+                if message is _TIMEOUT:
+                    await batcher.flush()
+                    continue
+            else:
+                message = await worker.receive()
             if message is None:
-                raise _WorkerDied(await worker.death(), accepted=accepted)
+                raise _WorkerDied(await worker.death(), accepted=flight.accepted)
+            assert not isinstance(message, _Timeout)
             if message.get("run_id") != run_id:
                 log.warning("worker.stray_message", worker_pid=worker.pid, op=message.get("op"))
                 continue
             op = message.get("op")
             if op == "output":
                 batcher.add(self._clock.now(), message.get("lines") or [])
-                if batcher.pending >= HIGH_WATER_LINES:
+                if batcher.pending >= BATCH_LINES:
                     await batcher.flush()
             elif op == "accepted":
-                accepted = True
+                flight.accepted = True
             elif op == "started":
                 flight.child_pid = int(message["pid"])
             elif op == "exit":
@@ -580,8 +578,8 @@ class ProcessExecutor:
 
     async def _abandon(self, slot: _Slot, worker: _Worker, flight: _Flight) -> None:
         """Our caller was cancelled mid-run: kill the run and leave the worker clean."""
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            await worker.send({"op": "kill", "run_id": flight.run.run_id})
+        with contextlib.suppress(OSError):
+            worker.send({"op": "kill", "run_id": flight.run.run_id})
             with anyio.move_on_after(KILL_GRACE_S):
                 while (message := await worker.receive()) is not None:
                     if message.get("op") == "exit" and message.get("run_id") == flight.run.run_id:
@@ -647,8 +645,8 @@ class ProcessExecutor:
             raise
         finally:
             theirs.close()
-        stream = await anyio.abc.UNIXSocketStream.from_socket(ours)
-        return _Worker(process, stream, generation=self._generation)
+        channel = await WorkerChannel.open(ours, max_line=MAX_MESSAGE)
+        return _Worker(process, channel, generation=self._generation)
 
 
 def _worker_environment() -> dict[str, str]:

@@ -201,6 +201,18 @@ async def test_output_reaches_the_sink_in_batches(executor: ProcessExecutor) -> 
 # ---- definitions ---------------------------------------------------------------------------
 
 
+async def test_stdin_is_empty_and_a_run_cannot_spoil_the_next_ones_stdio() -> None:
+    async with ProcessExecutor([JOBS], size=1, clock=FakeClock(NOW)) as pool:
+        for n in range(2):
+            outcome, output = await run_job(pool, "reads_stdin_then_closes_stdout")
+            assert outcome.status is RunStatus.SUCCESS, (n, outcome)
+            assert output.texts("stdout") == ["stdin gave ''", "no newline yet"]
+        outcome, output = await run_job(pool, "hello")
+        assert outcome.status is RunStatus.SUCCESS
+        assert output.texts("stdout") == ["hello from run-hello"]
+        assert output.texts("stderr") == ["warning from run-hello"]
+
+
 async def test_unknown_job_fails_naming_it(executor: ProcessExecutor) -> None:
     outcome, _ = await run_job(executor, "nope")
 

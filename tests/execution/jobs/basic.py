@@ -130,3 +130,12 @@ def escapes_its_group(context: Any) -> None:
     child = subprocess.Popen(["sleep", "300"], start_new_session=True)
     print(f"escapee {child.pid}", flush=True)
     sys.stdout.write("partial")
+
+
+@job
+def reads_stdin_then_closes_stdout(context: Any) -> None:
+    """Reads stdin (empty), then changes and closes its stdio: later runs must not care."""
+    print(f"stdin gave {sys.stdin.read()!r}")
+    sys.stdout.write("no newline yet")
+    sys.stderr.reconfigure(errors="strict")
+    sys.stdout.close()
