@@ -237,6 +237,14 @@ def decisions_from_json(text: str) -> tuple[Decision, ...]:
     )
 
 
+def _decisions_value(decisions: Sequence[Decision]) -> dict[str, list[Any]] | str:
+    """A tick's decisions inside the tick's JSON row: nested as an object when few (one
+    encoder pass for the whole batch of ticks), as JSON text when many (SQLite would
+    otherwise parse and re-render a large object)."""
+    columns = decision_columns(decisions)
+    return columns if len(decisions) <= 16 else dumps(columns)
+
+
 def tick_to_row(tick: Tick) -> tuple[Any, ...]:
     """A tick as a JSON array in TICK_COLUMNS order (its decisions nested as an object,
     which SQLite's `->>` reads back as JSON text)."""
@@ -248,7 +256,7 @@ def tick_to_row(tick: Tick) -> tuple[Any, ...]:
         enc_time(tick.started_at),
         enc_opt_time(tick.ended_at),
         enc_opt_time(tick.scheduled_for),
-        decision_columns(tick.decisions),
+        _decisions_value(tick.decisions),
         tick.skip_reason,
         tick.error,
         tick.cursor_before,
