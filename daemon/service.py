@@ -3,6 +3,7 @@ lease; speak sd_notify; stop gracefully on SIGTERM, reload on SIGHUP."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -65,6 +66,7 @@ class Daemon:
         self._scheduler_scope = anyio.CancelScope()
         self._executors_ready = anyio.Event()
         self._stopping = anyio.Event()
+        self._reloaded = anyio.Event()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until SIGTERM/SIGINT (or `stop()`). Raises nothing for a clean stop."""
@@ -93,6 +95,7 @@ class Daemon:
             tg.start_soon(self._run_dispatcher, dispatch_scope)
             tg.start_soon(self._run_scheduler)
             tg.start_soon(self._heartbeat)
+            tg.start_soon(self._freeze_heap)
             watchdog = self.notify.watchdog_interval()
             if watchdog:
                 tg.start_soon(self._watchdog, watchdog)
@@ -144,6 +147,7 @@ class Daemon:
             )
         else:
             if self.scheduler is not None:
+                gc.unfreeze()  # the previous definitions may be collected now
                 await self.scheduler.replace_definitions(result.registry)
                 log.info("definitions.reloaded", **self.scheduler.status_counts())
                 self.dispatcher.replace_jobs(result.registry.jobs)
@@ -152,9 +156,27 @@ class Daemon:
                     reload = getattr(executor, "reload", None)
                     if reload is not None:
                         await reload()
+            self._reloaded.set()
         self.notify.ready(self._status_line())
 
     # ---- tasks --------------------------------------------------------------------------
+
+    async def _freeze_heap(self) -> None:
+        """Once the scheduler is idle after start-up, move what lives as long as the
+        daemon (definitions, heap, states, caches) out of the garbage collector's view:
+        a full collection then walks only what ticks and runs made since, instead of
+        pausing a tick for ~100 ms with 10,000 schedules. After a reload, again."""
+        assert self.scheduler is not None
+        try:
+            while True:
+                await self.scheduler.wait_idle()
+                gc.collect()
+                gc.freeze()
+                log.info("daemon.heap_frozen", objects=gc.get_freeze_count())
+                await self._reloaded.wait()
+                self._reloaded = anyio.Event()
+        finally:
+            gc.unfreeze()  # stopping: the process (a test's, say) may go on without us
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import Tickd, clean_env
+from .support import Tickd, clean_env, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -71,6 +71,10 @@ def _messages(sock: socket.socket, until: str, timeout: float = 20.0) -> list[st
     raise AssertionError(f"no {until!r} in {got}")
 
 
+def _frozen(home: Tickd) -> int:
+    return sum(1 for e in home.events() if e.get("event") == "daemon.heap_frozen")
+
+
 def test_the_notify_conversation(tmp_path: Path) -> None:
     home = Tickd(tmp_path)
     home.write("beat.py", (REPO / "definitions" / "heartbeat.py").read_text())
@@ -83,11 +87,13 @@ def test_the_notify_conversation(tmp_path: Path) -> None:
         ready = next(m for m in first if "READY=1" in m)
         assert "STATUS=" in ready and "schedules" in ready
         assert any("WATCHDOG=1" in m for m in _messages(sock, "WATCHDOG=1"))
+        wait_for(lambda: _frozen(home) == 1)  # long-lived objects out of the GC's walks
         proc.send_signal(signal.SIGHUP)
         reload = _messages(sock, "READY=1")
         reloading = next(m for m in reload if "RELOADING=1" in m)
         assert "MONOTONIC_USEC=" in reloading
         assert reload.index(reloading) < max(i for i, m in enumerate(reload) if "READY=1" in m)
+        wait_for(lambda: _frozen(home) == 2)  # and again after the reload
         proc.send_signal(signal.SIGTERM)
         assert any("STOPPING=1" in m for m in _messages(sock, "STOPPING=1"))
         assert proc.wait(timeout=30) == 0
