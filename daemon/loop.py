@@ -200,7 +200,8 @@ class Scheduler:
             self.wake()
 
     async def wait_idle(self) -> None:
-        """Return once the loop sleeps with no evaluation or commit in progress (tests)."""
+        """Return once the loop sleeps with no evaluation or commit in progress (tests, and
+        the daemon before it freezes its long-lived objects)."""
         while not self._is_idle():
             self._idle = anyio.Event()
             await self._idle.wait()
