@@ -91,6 +91,9 @@ T = TypeVar("T")
 # ---- the store -------------------------------------------------------------------------------
 
 
+_States = dict[tuple[InstigatorKind, str], InstigatorState]
+
+
 class _Abandoned(Exception):
     """A transaction whose caller was cancelled before it began: rolled back unwritten."""
 
@@ -112,8 +115,7 @@ class SqliteStore:
         # instigator_states() is read every heartbeat: kept while no commit (ours, counted
         # in _state_writes, or another connection's, seen in data_version) can have changed it.
         self._state_writes = 0
-        self._states: tuple[int, int, dict[tuple[InstigatorKind, str], InstigatorState]] | None
-        self._states = None
+        self._states: tuple[int, int, _States] | None = None
         self._bell_path = bell_path(Path(location))
         self._bell: Doorbell | None = None
         #: For tests: called with a point name ("commit_ticks.after_runs",
@@ -420,7 +422,7 @@ class SqliteStore:
             )
         return tick_from_row(rows[0]) if rows else None
 
-    async def instigator_states(self) -> dict[tuple[InstigatorKind, str], InstigatorState]:
+    async def instigator_states(self) -> _States:
         async with self._read() as conn:
             version = int(await scalar(conn, "PRAGMA data_version"))
             kept = self._states

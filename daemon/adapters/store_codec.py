@@ -201,15 +201,6 @@ def decision_columns(decisions: Sequence[Decision]) -> dict[str, list[Any]]:
     """Decisions as a JSON object of columns: {"job": [...], "outcome": [...], "run_id":
     [...], "run_key": [...], "partition_key": [...]} (a tick may hold 10,000; columns
     encode faster than one array per decision)."""
-    if len(decisions) == 1:  # most ticks
-        (d,) = decisions
-        return {
-            "job": [d.job],
-            "outcome": [d.outcome],
-            "run_id": [d.run_id],
-            "run_key": [d.run_key],
-            "partition_key": [d.partition_key],
-        }
     return {
         "job": [d.job for d in decisions],
         "outcome": [d.outcome for d in decisions],
