@@ -8,29 +8,30 @@ costs a handful of statements, not 10,000.
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from daemon.adapters.sqlite_batch import Column, insert_select
 from daemon.adapters.sqlite_dispatch import SyncTx
 from daemon.adapters.store_codec import (
-    RUN_COLUMNS,
     SQL_ACTIVE,
-    TICK_COLUMNS,
     Batch,
     check_unique_ids,
     decision,
+    decisions_value,
     dumps,
     enc_opt_time,
     enc_time,
     make_decision,
-    run_to_row,
-    tick_to_row,
 )
-from daemon.domain.runs import Instigator, Run
+from daemon.domain.runs import Instigator, InstigatorKind, Run
 from daemon.domain.ticks import Decision, Outcome, Tick, TickCommit
 from daemon.errors import DuplicateIdError, LeaseLostError
+from daemon.slotted import replacer
+
+_SCHEDULE = InstigatorKind.SCHEDULE
+_with_decisions = replacer(Tick, "decisions")
 
 
 def commit(
@@ -51,49 +52,79 @@ def commit(
     resolved = insert_runs(tx, [r for b in batches for r in b.kept])
     fault("commit_ticks.after_runs")
     ticks = [
-        dataclasses.replace(commit.tick, decisions=batch.decisions(resolved))
+        _with_decisions(commit.tick, batch.decisions(resolved))
         for commit, batch in zip(commits, batches, strict=True)
     ]
     if ticks:
         _insert_ticks(tx.conn, ticks)
     fault("commit_ticks.after_tick")
-    tx.conn.executemany(
-        _UPSERT_STATE,
-        [
-            (
-                c.tick.instigator.kind.value,
-                c.tick.instigator.name,
-                c.state.set_cursor or c.state.cursor is not None,
-                c.state.cursor,
-                enc_opt_time(c.state.last_tick_at),
-                c.state.last_run_key,
-                enc_time(c.tick.ended_at or c.tick.started_at),
-            )
-            for c in commits
-        ],
-    )
+    _upsert_states(tx.conn, commits)
     fault("commit_ticks.after_state")
     return ticks
+
+
+def _upsert_states(conn: sqlite3.Connection, commits: Sequence[TickCommit]) -> None:
+    """Each instigator's state after its ticks, in commit order. Commits that leave the
+    cursor alone (every schedule's) go as one batch; those that write a cursor (sensors')
+    one statement each, unless an instigator has both kinds in this call."""
+    writes = [c.state.set_cursor or c.state.cursor is not None for c in commits]
+    with_cursor: Sequence[TickCommit] = ()
+    rest: Sequence[TickCommit] = commits
+    if any(writes):
+        writers = {c.tick.instigator for c, w in zip(commits, writes, strict=True) if w}
+        if all(w or c.tick.instigator not in writers for c, w in zip(commits, writes, strict=True)):
+            with_cursor = [c for c, w in zip(commits, writes, strict=True) if w]
+            rest = [c for c, w in zip(commits, writes, strict=True) if not w]
+        else:  # one instigator in both: keep its commits in order
+            with_cursor, rest = commits, ()
+    if with_cursor:
+        conn.executemany(
+            _UPSERT_STATE,
+            [
+                (
+                    c.tick.instigator.kind.value,
+                    c.tick.instigator.name,
+                    c.state.set_cursor or c.state.cursor is not None,
+                    c.state.cursor,
+                    enc_opt_time(c.state.last_tick_at),
+                    c.state.last_run_key,
+                    enc_time(c.tick.ended_at or c.tick.started_at),
+                )
+                for c in with_cursor
+            ],
+        )
+    if rest:
+        conn.execute(*insert_select("instigator_state", _STATE_COLUMNS, rest, _KEEP_CURSOR))
 
 
 def insert_runs(tx: SyncTx, kept: Sequence[Run]) -> dict[str, Decision]:
     """Insert `kept` (already collapsed) with dedup; each run's decision by run id.
 
     The unique indexes decide: rows go in with ON CONFLICT DO NOTHING and RETURNING says
-    which were created. A probe first finds the requests a stored run already blocks, so
-    that only the rest (usually few) are encoded in full and sent; it runs inside the same
-    BEGIN IMMEDIATE transaction, so nothing can change between probe and insert.
+    which were created. A sensor mostly asks again for what it asked for before, so a
+    probe first finds the requests of sensors (and backfills, manual runs) that a stored
+    run already blocks, and only the rest are encoded and sent; it runs inside the same
+    BEGIN IMMEDIATE transaction, so nothing can change between probe and insert. A
+    schedule's runs are keyed by tick times that only move forward: they go straight in,
+    and the rare one an index turns away is looked up after.
     """
     resolved: dict[str, Decision] = {}
     if not kept:
         return resolved
     check_unique_ids(kept)
-    keyed = [r for r in kept if r.run_key is not None or r.partition_key is not None]
-    _probe(tx.conn, keyed, resolved)
+    keyed = [
+        r
+        for r in kept
+        if (r.run_key is not None or r.partition_key is not None)
+        and r.instigator.kind is not _SCHEDULE
+    ]
+    if keyed:
+        _probe(tx.conn, keyed, resolved)
     fresh = [r for r in kept if r.run_id not in resolved]
     if not fresh:
         return resolved
-    rows = tx.conn.execute(_INSERT_RUNS, (dumps([run_to_row(r) for r in fresh]),)).fetchall()
+    sql, params = insert_select("runs", _RUN_COLUMNS, fresh, _INSERT_RUNS_TAIL)
+    rows = tx.conn.execute(sql, params).fetchall()
     created = {row[0] for row in rows}
     if created:
         tx.runs_changed = True
@@ -103,7 +134,7 @@ def insert_runs(tx: SyncTx, kept: Sequence[Run]) -> dict[str, Decision]:
             resolved[run.run_id] = decision(run, Outcome.CREATED, run.run_id)
         else:
             blocked.append(run)
-    if blocked:  # runs of one call that block each other across its commits
+    if blocked:  # a schedule's run blocked, or runs of one call blocking each other
         _probe(tx.conn, blocked, resolved)
         for run in blocked:
             if run.run_id not in resolved:
@@ -175,19 +206,35 @@ def _probe(conn: sqlite3.Connection, runs: Sequence[Run], resolved: dict[str, De
 
 def _insert_ticks(conn: sqlite3.Connection, ticks: Sequence[Tick]) -> None:
     try:
-        conn.execute(_INSERT_TICKS, (dumps([tick_to_row(t) for t in ticks]),))
+        conn.execute(*insert_select("ticks", _TICK_COLUMNS, ticks))
     except sqlite3.IntegrityError as e:  # the primary key: a tick committed before
         raise DuplicateIdError("tick", ", ".join(t.tick_id for t in ticks)) from e
 
 
 # ---- statements --------------------------------------------------------------------------
 
-_INSERT_RUNS = (
-    f"INSERT INTO runs ({RUN_COLUMNS}) SELECT "
-    + ", ".join(f"value ->> {i}" for i in range(len(RUN_COLUMNS.split(","))))
-    # `WHERE true` settles SQLite's parse ambiguity of INSERT … SELECT … ON CONFLICT.
-    + " FROM json_each(?) WHERE true ON CONFLICT DO NOTHING RETURNING run_id"
+_RUN_COLUMNS = (
+    Column.attr("run_id", shared=False),
+    Column.attr("job"),
+    Column.attr("status"),  # StrEnum members are str: JSON and sqlite3 take them as they are
+    Column.attr("instigator_kind", "instigator.kind"),
+    Column.attr("instigator_name", "instigator.name"),
+    Column.attr("created_at", encode=enc_time),
+    Column.attr("priority"),
+    Column.attr("tags", encode=dict, nested=True),
+    Column.attr("run_config", encode=dict, nested=True),
+    Column.attr("partition_key"),
+    Column.attr("run_key"),
+    Column.attr("tick_id"),
+    Column.attr("started_at", encode=enc_opt_time),
+    Column.attr("ended_at", encode=enc_opt_time),
+    Column.attr("attempt"),
+    Column.attr("parent_run_id"),
+    Column.attr("error"),
+    Column.attr("not_before", encode=enc_opt_time),
+    Column.attr("node_id"),
 )
+_INSERT_RUNS_TAIL = "ON CONFLICT DO NOTHING RETURNING run_id"
 
 # The stored runs blocking requests, as (group, index in the group's JSON array, run_id).
 # CROSS JOIN keeps json_each the outer loop (otherwise the planner may scan runs instead).
@@ -209,11 +256,35 @@ SELECT ? AS grp, j.key, r.run_id FROM json_each(?) AS j CROSS JOIN runs AS r
    AND r.partition_key IS NOT NULL AND r.status IN {SQL_ACTIVE}
 """
 
-_INSERT_TICKS = (
-    f"INSERT INTO ticks ({TICK_COLUMNS}) SELECT "
-    + ", ".join(f"value ->> {i}" for i in range(len(TICK_COLUMNS.split(","))))
-    + " FROM json_each(?)"
+_TICK_COLUMNS = (
+    Column.attr("tick_id", shared=False),
+    Column.attr("instigator_kind", "instigator.kind"),
+    Column.attr("instigator_name", "instigator.name"),
+    Column.attr("status"),
+    Column.attr("started_at", encode=enc_time),
+    Column.attr("ended_at", encode=enc_opt_time),
+    Column.attr("scheduled_for", encode=enc_opt_time),
+    Column.attr("decisions", encode=decisions_value, nested=True, shared=False),
+    Column.attr("skip_reason"),
+    Column.attr("error"),
+    Column.attr("cursor_before"),
+    Column.attr("cursor_after"),
 )
+
+_STATE_COLUMNS = (
+    Column.attr("instigator_kind", "tick.instigator.kind"),
+    Column.attr("instigator_name", "tick.instigator.name"),
+    Column.attr("last_tick_at", "state.last_tick_at", enc_opt_time),
+    Column.attr("last_run_key", "state.last_run_key"),
+    Column("updated_at", lambda c: c.tick.ended_at or c.tick.started_at, enc_time),
+)
+# The state after a tick that leaves the cursor alone; None leaves the other fields.
+_KEEP_CURSOR = """
+ON CONFLICT (instigator_kind, instigator_name) DO UPDATE SET
+    last_tick_at = coalesce(excluded.last_tick_at, last_tick_at),
+    last_run_key = coalesce(excluded.last_run_key, last_run_key),
+    updated_at = excluded.updated_at
+"""
 
 # ?3: whether to write the cursor (set_cursor, or a cursor given); None leaves the others.
 _UPSERT_STATE = """

@@ -140,31 +140,6 @@ RUN_COLUMNS = (
 )
 
 
-def run_to_row(run: Run) -> list[Any]:
-    """A run as a JSON array in RUN_COLUMNS order (tags and run config nested as objects)."""
-    return [
-        run.run_id,
-        run.job,
-        run.status,  # StrEnum members are str: JSON and sqlite3 take them as they are
-        run.instigator.kind,
-        run.instigator.name,
-        enc_time(run.created_at),
-        run.priority,
-        dict(run.tags),
-        dict(run.run_config),
-        run.partition_key,
-        run.run_key,
-        run.tick_id,
-        enc_opt_time(run.started_at),
-        enc_opt_time(run.ended_at),
-        run.attempt,
-        run.parent_run_id,
-        run.error,
-        enc_opt_time(run.not_before),
-        run.node_id,
-    ]
-
-
 def run_from_row(r: Sequence[Any]) -> Run:
     """A run from a row selected as RUN_COLUMNS (tags and run config as JSON text)."""
     return _make_run(
@@ -228,31 +203,12 @@ def decisions_from_json(text: str) -> tuple[Decision, ...]:
     )
 
 
-def _decisions_value(decisions: Sequence[Decision]) -> dict[str, list[Any]] | str:
-    """A tick's decisions inside the tick's JSON row: nested as an object when few (one
+def decisions_value(decisions: Sequence[Decision]) -> dict[str, list[Any]] | str:
+    """A tick's decisions column for a batch insert: nested as an object when few (one
     encoder pass for the whole batch of ticks), as JSON text when many (SQLite would
     otherwise parse and re-render a large object)."""
     columns = decision_columns(decisions)
     return columns if len(decisions) <= 16 else dumps(columns)
-
-
-def tick_to_row(tick: Tick) -> tuple[Any, ...]:
-    """A tick as a JSON array in TICK_COLUMNS order (its decisions nested as an object,
-    which SQLite's `->>` reads back as JSON text)."""
-    return (
-        tick.tick_id,
-        tick.instigator.kind,
-        tick.instigator.name,
-        tick.status,
-        enc_time(tick.started_at),
-        enc_opt_time(tick.ended_at),
-        enc_opt_time(tick.scheduled_for),
-        _decisions_value(tick.decisions),
-        tick.skip_reason,
-        tick.error,
-        tick.cursor_before,
-        tick.cursor_after,
-    )
 
 
 def tick_from_row(r: Sequence[Any]) -> Tick:

@@ -24,6 +24,7 @@ from daemon.ports import RunQuery, Store, TickQuery
 pytestmark = pytest.mark.anyio
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
 SCHEDULE = Instigator(kind=InstigatorKind.SCHEDULE, name="nightly")
 SENSOR = Instigator(kind=InstigatorKind.SENSOR, name="inbox")
 MakeRun = Callable[..., Run]
@@ -112,6 +113,48 @@ async def test_state_update_semantics(store: Store, make_commit: MakeCommit) -> 
     state = await state_of(store, SENSOR)
     assert state is not None
     assert (state.cursor, state.last_tick_at, state.last_run_key) == (None, T0, "k1")
+
+
+async def test_states_of_one_batch_apply_in_commit_order(
+    store: Store, make_commit: MakeCommit
+) -> None:
+    """A batch mixing commits that write a cursor with commits that do not, for other
+    instigators and for the same one, ends as if they were committed one by one."""
+    other = Instigator(kind=InstigatorKind.SCHEDULE, name="hourly")
+    await store.commit_ticks(
+        [
+            make_commit(instigator=SCHEDULE, state=StateUpdate(last_tick_at=T0)),
+            make_commit(instigator=SENSOR, state=StateUpdate(cursor="c1", last_run_key="k1")),
+            make_commit(instigator=other, state=StateUpdate(last_tick_at=T0, last_run_key="h")),
+            make_commit(instigator=SCHEDULE, state=StateUpdate(last_tick_at=T0 + HOUR)),
+        ]
+    )
+    states = await store.instigator_states()
+    assert states[(SCHEDULE.kind, SCHEDULE.name)].last_tick_at == T0 + HOUR
+    assert states[(other.kind, other.name)].last_run_key == "h"
+    assert states[(SENSOR.kind, SENSOR.name)].cursor == "c1"
+    # One sensor in both kinds: its cursor, then a tick that leaves the cursor, then a clear.
+    last = make_commit(instigator=SENSOR, state=StateUpdate(last_tick_at=T0))
+    await store.commit_ticks(
+        [
+            make_commit(instigator=SENSOR, state=StateUpdate(cursor="c2")),
+            last,
+            make_commit(instigator=SCHEDULE, state=StateUpdate(last_tick_at=T0 + 2 * HOUR)),
+        ]
+    )
+    state = await state_of(store, SENSOR)
+    assert state is not None
+    assert (state.cursor, state.last_run_key, state.last_tick_at) == ("c2", "k1", T0)
+    assert state.updated_at == last.tick.ended_at
+    await store.commit_ticks(
+        [
+            make_commit(instigator=SENSOR, state=StateUpdate(last_run_key="k2")),
+            make_commit(instigator=SENSOR, state=StateUpdate(cursor=None, set_cursor=True)),
+        ]
+    )
+    state = await state_of(store, SENSOR)
+    assert state is not None
+    assert (state.cursor, state.last_run_key) == (None, "k2")
 
 
 async def test_operator_status_survives_tick_commits(store: Store, make_commit: MakeCommit) -> None:

@@ -1,0 +1,89 @@
+"""Many rows in one `INSERT … SELECT … FROM json_each(?)`, sending each shared value once.
+
+SQLite 3.40 parses a row's JSON array again for every column it reads from it (`->>`),
+and that parsing, not the b-trees, was most of the cost of a tick commit. Rows of one
+batch mostly agree: the runs of a fan-out of schedules differ in their ids and names
+only. So a column whose value is the same in every row is bound once as a parameter, and
+only the columns that differ travel in the rows, as one short array per row (a single
+differing column travels as a flat array of values, read without parsing).
+
+A batch is given as objects and a table of `Column`s saying how to read and encode each
+column; the SQL names the columns that differ, and SQLite caches the few shapes that
+occur.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+from daemon.adapters.store_codec import dumps
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A table column: how to read it off an object, and how to encode a read value
+    (None: JSON and sqlite3 take it as it is). `nested` values (mappings) are bound as
+    JSON text when shared, and nested as objects in a row (SQLite's `->>` gives them back
+    as JSON text). A column that is never `shared` (ids) is not compared across rows."""
+
+    name: str
+    read: Callable[[Any], Any]
+    encode: Callable[[Any], Any] | None = None
+    nested: bool = False
+    shared: bool = True
+
+    @classmethod
+    def attr(
+        cls,
+        name: str,
+        path: str | None = None,
+        encode: Callable[[Any], Any] | None = None,
+        *,
+        nested: bool = False,
+        shared: bool = True,
+    ) -> Column:
+        return cls(name, attrgetter(path or name), encode, nested, shared)
+
+
+def insert_select(
+    table: str, columns: Sequence[Column], objects: Sequence[Any], tail: str = ""
+) -> tuple[str, list[Any]]:
+    """The statement and parameters inserting one row per object (`objects` not empty).
+    `tail` follows the SELECT (an ON CONFLICT or RETURNING clause)."""
+    rows: list[list[Any]] = []  # the differing columns' values
+    params: list[Any] = [None]  # ?1: the rows
+    exprs: list[str | int] = []  # a bound parameter, or the index of a differing column
+    for column in columns:
+        values = list(map(column.read, objects))
+        first = values[0]
+        encode = column.encode
+        if len(values) == 1 or (column.shared and values.count(first) == len(values)):
+            # the same in every row: bind it once
+            if encode is not None:
+                first = encode(first)
+            if column.nested and not (first is None or isinstance(first, str)):
+                first = dumps(first)  # a mapping; text is JSON already
+            params.append(first)
+            exprs.append(f"?{len(params)}")
+            continue
+        if encode is not None:
+            values = list(map(encode, values))
+        exprs.append(len(rows))
+        rows.append(values)
+    if not rows:  # one row, or rows all alike: json_each only counts them
+        params[0] = dumps([0] * len(objects))
+    elif len(rows) == 1:  # a flat array: `value` is the value itself (or an object's text)
+        params[0] = dumps(rows[0])
+    else:
+        params[0] = dumps(list(zip(*rows, strict=True)))
+    flat = len(rows) == 1
+    select = ", ".join(
+        e if isinstance(e, str) else "value" if flat else f"value ->> {e}" for e in exprs
+    )
+    names = ", ".join(c.name for c in columns)
+    # `WHERE true` settles SQLite's parse ambiguity of INSERT … SELECT … ON CONFLICT.
+    sql = f"INSERT INTO {table} ({names}) SELECT {select} FROM json_each(?1) WHERE true"
+    return f"{sql} {tail}" if tail else sql, params
