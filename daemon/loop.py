@@ -55,6 +55,10 @@ COMMIT_RETRY = timedelta(seconds=5)
 # is built.
 PLAIN_CHUNK = 256
 
+# A batch of more ticks than this is logged by a task of its own, after the committer
+# has taken the next batch.
+LOG_INLINE = 32
+
 
 class Definitions(Protocol):
     """What the loop reads of the loaded definitions."""
@@ -381,10 +385,11 @@ class Scheduler:
                 if start:
                     await anyio.lowlevel.checkpoint()
                 chunk: list[_Pending] = []
+                now = self.clock.now()  # the chunk is decided at once
                 for sched in schedules[start : start + PLAIN_CHUNK]:
                     key: Key = (_SCHEDULE, sched.name)
                     commits = evaluator.plain_schedule_ticks(
-                        sched, last_tick_at=self._last_tick(key)
+                        sched, last_tick_at=self._last_tick(key), now=now
                     )
                     pending = _Pending(
                         key=key, commits=commits, on_done=self._plain_committed, schedule=sched
@@ -526,20 +531,35 @@ class Scheduler:
             if isinstance(exc, LeaseLostError):
                 raise
             return
+        if self.on_enqueued is not None and any(
+            d.outcome is _CREATED for t in ticks for d in t.decisions
+        ):
+            self.on_enqueued()
         i = 0
         for p in batch:
             n = len(p.commits)
             p.result = ticks[i : i + n]
             i += n
             _report(p)
-        self._check_idle()
+        if len(ticks) <= LOG_INLINE or self._tg is None:
+            self._log_ticks(ticks)
+            self._check_idle()
+        else:  # the next batch's commit need not wait for these lines
+            self._busy += 1
+            self._tg.start_soon(self._log_ticks_soon, ticks)
+
+    async def _log_ticks_soon(self, ticks: list[Tick]) -> None:
+        try:
+            await anyio.lowlevel.checkpoint()
+            self._log_ticks(ticks)
+        finally:
+            self._busy -= 1
+            self._check_idle()
+
+    def _log_ticks(self, ticks: list[Tick]) -> None:
         tick_log = self._log
         for tick in ticks:
             _log_tick(tick_log, tick)
-        if self.on_enqueued is not None and any(
-            d.outcome is _CREATED for t in ticks for d in t.decisions
-        ):
-            self.on_enqueued()
 
     def _remember(self, key: Key, commits: list[TickCommit]) -> None:
         state = self._states.get(key) or InstigatorState(

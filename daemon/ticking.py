@@ -153,14 +153,11 @@ class Evaluator:
         commits = self._missed(schedule, plan, now)
         template = self._plain_template(schedule)
         for t in plan.run:
-            started = self.now()
             if template is None:  # a partitioned or unknown job: the general path
                 answer = self._plain_answer(schedule, t)
-                commit = self._schedule_commit(
-                    schedule, t, answer, (), started, self.ids.new(started)
-                )
+                commit = self._schedule_commit(schedule, t, answer, (), now, self.ids.new(now))
             else:
-                commit = self._plain_commit(template, t, started)
+                commit = self._plain_commit(template, t, now)
             commits.append(commit)
         if plan.missed:
             commits.sort(key=lambda c: c.tick.scheduled_for or now)
@@ -354,7 +351,7 @@ class Evaluator:
             instigator=instigator,
             status=TickStatus.SUCCESS,
             started_at=started,
-            ended_at=self.now(),
+            ended_at=started,  # nothing to wait for: decided as it started
             scheduled_for=scheduled_for,
         )
         return _new_commit(tick=tick, runs=(run,), state=_new_state(last_tick_at=scheduled_for))
