@@ -39,7 +39,7 @@ from daemon.domain.ticks import (
 from daemon.errors import LeaseLostError, TickdError
 from daemon.evaluation import SyncCall
 from daemon.ports import Clock, Store
-from daemon.ticking import Evaluator, next_fire_time, schedule_instigator
+from daemon.ticking import Evaluator, next_fire_time, restamped, schedule_instigator
 
 log = structlog.get_logger("tickd.loop")
 
@@ -54,6 +54,12 @@ COMMIT_RETRY = timedelta(seconds=5)
 # to the committer as soon as it is built, so the store commits one chunk while the next
 # is built.
 PLAIN_CHUNK = 256
+
+# Plain schedules due at the next boundary are decided up to PREPARE_AHEAD before it, so
+# that at the boundary only their commit is left (their times are set then). Closer to the
+# boundary than PREPARE_MIN, they are decided when it comes.
+PREPARE_AHEAD = timedelta(seconds=1)
+PREPARE_MIN = timedelta(milliseconds=20)
 
 # A batch of more ticks than this is logged by a task of its own, after the committer
 # has taken the next batch.
@@ -86,6 +92,18 @@ class _Pending:
     schedule: Schedule | None = None  # the definition evaluated, for `on_done`
     result: list[Tick] | None = None
     error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A plain schedule's ticks decided ahead of the boundary `for_`: good at the boundary
+    while the definition is the same object, its last tick is `last`, and the clock is
+    before `until` (its next fire time after the boundary, when more would be due)."""
+
+    schedule: Schedule
+    last: datetime
+    until: datetime
+    commits: list[TickCommit]
 
 
 class Scheduler:
@@ -130,6 +148,11 @@ class Scheduler:
         self._idle = anyio.Event()
         self._tg: TaskGroup | None = None
         self._evaluator = self._make_evaluator()
+        # Decisions made ahead (`_prepare`) by an evaluator with ids of its own, so that
+        # ids made for the boundary do not hold back the ids made before it.
+        self._preparer = self._make_evaluator(IdGenerator())
+        self._prepared: dict[str, _Prepared] = {}
+        self._prepared_for: datetime | None = None
         self._log: structlog.typing.FilteringBoundLogger = log
 
     # ---- public surface ------------------------------------------------------------
@@ -167,6 +190,8 @@ class Scheduler:
         stop ticking; evaluations already running finish and commit."""
         self._defs = definitions
         self._evaluator = self._make_evaluator()
+        self._preparer = self._make_evaluator(IdGenerator())
+        self._prepared, self._prepared_for = {}, None
         await self._register_schedules()
         await self.refresh_states()
         self._rebuild_heap()
@@ -253,6 +278,14 @@ class Scheduler:
                 await self._evaluate_plain(plain)
                 continue  # that took a while: see what is due now
             deadline = self._heap[0][0] if self._heap else None
+            if deadline is not None and deadline != self._prepared_for:
+                ahead = deadline - now
+                if ahead > PREPARE_AHEAD:  # wake up to prepare it
+                    deadline -= PREPARE_AHEAD
+                elif ahead >= PREPARE_MIN:
+                    self._prepared_for = deadline
+                    self._busy += 1
+                    self._tg.start_soon(self._prepare, deadline)
             self._sleep_deadline = deadline
             if not self._wake_pending:  # else the heap changed meanwhile: look again
                 self._sleeping = True
@@ -377,7 +410,7 @@ class Scheduler:
         so the store commits a chunk while the next is built.
         """
         assert self._send is not None, "the scheduler is not running"
-        evaluator, send = self._evaluator, self._send
+        evaluator, send, prepared = self._evaluator, self._send, self._prepared
         inline = len(schedules) <= PLAIN_CHUNK and self._handed == 0 and not self._committing
         done = 0
         try:
@@ -388,9 +421,17 @@ class Scheduler:
                 now = self.clock.now()  # the chunk is decided at once
                 for sched in schedules[start : start + PLAIN_CHUNK]:
                     key: Key = (_SCHEDULE, sched.name)
-                    commits = evaluator.plain_schedule_ticks(
-                        sched, last_tick_at=self._last_tick(key), now=now
-                    )
+                    last = self._last_tick(key)
+                    ready = prepared.pop(sched.name, None) if prepared else None
+                    if (
+                        ready is not None
+                        and ready.schedule is sched
+                        and ready.last == last
+                        and now < ready.until
+                    ):
+                        commits = [restamped(c, now) for c in ready.commits]
+                    else:
+                        commits = evaluator.plain_schedule_ticks(sched, last_tick_at=last, now=now)
                     pending = _Pending(
                         key=key, commits=commits, on_done=self._plain_committed, schedule=sched
                     )
@@ -412,6 +453,38 @@ class Scheduler:
             for sched in schedules[done:]:  # not handed over: an evaluation raised
                 self._inflight.discard((_SCHEDULE, sched.name))
                 self._busy -= 1
+            self._check_idle()
+
+    async def _prepare(self, boundary: datetime) -> None:
+        """Decide now the ticks of the plain schedules due at `boundary`, in chunks,
+        stopping if the boundary comes first or the loop moved on; `_evaluate_plain` takes
+        those still good when it comes."""
+        try:
+            prepared: dict[str, _Prepared] = {}
+            self._prepared = prepared
+            due = [(key, gen) for at, _, key, gen in self._heap if at == boundary]
+            evaluator, schedules = self._preparer, self._defs.schedules
+            for i, (key, gen) in enumerate(due):
+                if i and not i % PLAIN_CHUNK:
+                    await anyio.lowlevel.checkpoint()
+                    if self._prepared is not prepared or self.clock.now() >= boundary:
+                        return
+                sched = schedules.get(key[1]) if key[0] is _SCHEDULE else None
+                if (
+                    sched is None
+                    or sched.fn is not None
+                    or sched.overlap is not Overlap.ALLOW
+                    or sched.jitter
+                    or self._generation.get(key) != gen
+                ):
+                    continue
+                last = self._last_tick(key)
+                commits = evaluator.plain_schedule_ticks(sched, last_tick_at=last, now=boundary)
+                if commits:
+                    until = next_fire_time(sched, boundary)
+                    prepared[sched.name] = _Prepared(sched, last, until, commits)
+        finally:
+            self._busy -= 1
             self._check_idle()
 
     def _plain_committed(self, pending: _Pending) -> None:
@@ -583,10 +656,10 @@ class Scheduler:
 
     # ---- helpers -------------------------------------------------------------------------
 
-    def _make_evaluator(self) -> Evaluator:
+    def _make_evaluator(self, ids: IdGenerator | None = None) -> Evaluator:
         return Evaluator(
             jobs=self._defs.jobs,
-            ids=self._ids,
+            ids=ids or self._ids,
             now=self.clock.now,
             thread_limiter=self._thread_limiter,
             on_abandon=self._on_abandon,

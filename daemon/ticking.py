@@ -34,7 +34,7 @@ from daemon.evaluation import (
     new_run,
     read_answer,
 )
-from daemon.slotted import keyword_constructor
+from daemon.slotted import keyword_constructor, replacer
 
 _ONE_RUN = Answer(requests=(RunRequest(),))
 _new_tick = keyword_constructor(Tick)
@@ -68,6 +68,24 @@ def fire_times(schedule: Schedule, after: datetime, until: datetime) -> Iterator
 
 def next_fire_time(schedule: Schedule, after: datetime) -> datetime:
     return next_fire(schedule.cron, schedule.timezone, after)
+
+
+_tick_times = replacer(Tick, "started_at", "ended_at")
+_run_created = replacer(Run, "created_at")
+_commit_parts = replacer(TickCommit, "tick", "runs")
+
+
+def restamped(commit: TickCommit, at: datetime) -> TickCommit:
+    """`commit`, decided ahead of its boundary, as decided at `at`: its tick starts and
+    ends then, and its runs are created then (ids and everything else unchanged)."""
+    runs = commit.runs
+    return _commit_parts(
+        commit,
+        _tick_times(commit.tick, at, at),
+        (_run_created(runs[0], at),)
+        if len(runs) == 1
+        else tuple(_run_created(r, at) for r in runs),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
