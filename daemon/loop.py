@@ -56,10 +56,11 @@ COMMIT_RETRY = timedelta(seconds=5)
 PLAIN_CHUNK = 256
 
 # Plain schedules due at the next boundary are decided up to PREPARE_AHEAD before it, so
-# that at the boundary only their commit is left (their times are set then). Closer to the
-# boundary than PREPARE_MIN, they are decided when it comes.
+# that at the boundary only their commit is left (their times are set then): when at least
+# PREPARE_COUNT instigators are due at it and it is at least PREPARE_MIN away.
 PREPARE_AHEAD = timedelta(seconds=1)
 PREPARE_MIN = timedelta(milliseconds=20)
+PREPARE_COUNT = 32  # fewer due at one boundary are decided when it comes
 
 # A batch of more ticks than this is logged by a task of its own, after the committer
 # has taken the next batch.
@@ -280,9 +281,11 @@ class Scheduler:
             deadline = self._heap[0][0] if self._heap else None
             if deadline is not None and deadline != self._prepared_for:
                 ahead = deadline - now
-                if ahead > PREPARE_AHEAD:  # wake up to prepare it
+                if ahead < PREPARE_MIN or not self._worth_preparing(deadline):
+                    self._prepared_for = deadline  # decided when it comes
+                elif ahead > PREPARE_AHEAD:  # wake up to prepare it
                     deadline -= PREPARE_AHEAD
-                elif ahead >= PREPARE_MIN:
+                else:
                     self._prepared_for = deadline
                     self._busy += 1
                     self._tg.start_soon(self._prepare, deadline)
@@ -454,6 +457,17 @@ class Scheduler:
                 self._inflight.discard((_SCHEDULE, sched.name))
                 self._busy -= 1
             self._check_idle()
+
+    def _worth_preparing(self, boundary: datetime) -> bool:
+        """Whether enough instigators are due at `boundary` for deciding ahead to pay for
+        the extra wake-up."""
+        due = 0
+        for entry in self._heap:
+            if entry[0] == boundary:
+                due += 1
+                if due >= PREPARE_COUNT:
+                    return True
+        return False
 
     async def _prepare(self, boundary: datetime) -> None:
         """Decide now the ticks of the plain schedules due at `boundary`, in chunks,

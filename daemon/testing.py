@@ -94,6 +94,13 @@ class FakeClock:
     async def advance_to(self, when: datetime) -> None:
         await self.advance(max(timedelta(0), when - self._now))
 
+    async def jump_to(self, when: datetime) -> None:
+        """Move time to `when` at once: every sleeper due by then wakes late, seeing
+        `when` (a busy host, a suspended VM)."""
+        self._now = max(self._now, when)
+        self._wake_due()
+        await self.settle()
+
 
 class _Idles(Protocol):
     async def wait_idle(self) -> None: ...
