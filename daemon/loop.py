@@ -405,58 +405,69 @@ class Scheduler:
 
     async def _evaluate_plain(self, schedules: list[Schedule]) -> None:
         """Schedules without a function and without an overlap policy run no user code and
-        read nothing: the loop evaluates them itself, in chunks (each schedule's ticks stay
-        one transaction), and `_plain_committed` hears how each commit went.
+        read nothing: the loop evaluates them itself (or takes what `_prepare` decided for
+        them ahead), in chunks (each schedule's ticks stay one transaction), and
+        `_plain_committed` hears how each commit went.
 
-        One chunk, with the committer idle, the loop commits itself (no hand-over). More
-        go to the committer as soon as each is built, and the loop yields between chunks,
-        so the store commits a chunk while the next is built.
+        A chunk closes after PLAIN_CHUNK evaluations made now (decisions made ahead cost
+        next to nothing and join the chunk): it goes to the committer, and the loop yields,
+        so the store commits it while the next is built. The only chunk, with the committer
+        idle, the loop commits itself (no hand-over).
         """
         assert self._send is not None, "the scheduler is not running"
-        evaluator, send, prepared = self._evaluator, self._send, self._prepared
-        inline = len(schedules) <= PLAIN_CHUNK and self._handed == 0 and not self._committing
+        evaluator, prepared = self._evaluator, self._prepared
+        chunk: list[_Pending] = []
+        handed = False
+        evaluated = 0  # since the last hand-over
         done = 0
+        now = self.clock.now()  # a chunk is decided at once
         try:
-            for start in range(0, len(schedules), PLAIN_CHUNK):
-                if start:
+            for sched in schedules:
+                if evaluated == PLAIN_CHUNK:
+                    self._hand_over(chunk)
+                    chunk, handed, evaluated = [], True, 0
                     await anyio.lowlevel.checkpoint()
-                chunk: list[_Pending] = []
-                now = self.clock.now()  # the chunk is decided at once
-                for sched in schedules[start : start + PLAIN_CHUNK]:
-                    key: Key = (_SCHEDULE, sched.name)
-                    last = self._last_tick(key)
-                    ready = prepared.pop(sched.name, None) if prepared else None
-                    if (
-                        ready is not None
-                        and ready.schedule is sched
-                        and ready.last == last
-                        and now < ready.until
-                    ):
-                        commits = [restamped(c, now) for c in ready.commits]
-                    else:
-                        commits = evaluator.plain_schedule_ticks(sched, last_tick_at=last, now=now)
-                    pending = _Pending(
-                        key=key, commits=commits, on_done=self._plain_committed, schedule=sched
-                    )
-                    done += 1
-                    if commits:
-                        chunk.append(pending)
-                    else:  # nothing due after all (the heap ran early): just reschedule
-                        pending.result = []
-                        self._plain_committed(pending)
-                if not chunk:
-                    continue
-                if inline:
-                    await self._commit_batch(chunk)
-                    continue
-                self._handed += len(chunk)
-                for pending in chunk:
-                    send.send_nowait(pending)
+                    now = self.clock.now()
+                key: Key = (_SCHEDULE, sched.name)
+                last = self._last_tick(key)
+                ready = prepared.pop(sched.name, None) if prepared else None
+                if (
+                    ready is not None
+                    and ready.schedule is sched
+                    and ready.last == last
+                    and now < ready.until
+                ):
+                    commits = [restamped(c, now) for c in ready.commits]
+                else:
+                    commits = evaluator.plain_schedule_ticks(sched, last_tick_at=last, now=now)
+                    evaluated += 1
+                pending = _Pending(
+                    key=key, commits=commits, on_done=self._plain_committed, schedule=sched
+                )
+                done += 1
+                if commits:
+                    chunk.append(pending)
+                else:  # nothing due after all (the heap ran early): just reschedule
+                    pending.result = []
+                    self._plain_committed(pending)
+            if chunk and not handed and self._handed == 0 and not self._committing:
+                chunk, last_chunk = [], chunk
+                await self._commit_batch(last_chunk)
+            elif chunk:
+                self._hand_over(chunk)
+                chunk = []
         finally:
-            for sched in schedules[done:]:  # not handed over: an evaluation raised
-                self._inflight.discard((_SCHEDULE, sched.name))
+            # Not handed over (an evaluation raised, or the loop was cancelled).
+            for key in [p.key for p in chunk] + [(_SCHEDULE, s.name) for s in schedules[done:]]:
+                self._inflight.discard(key)
                 self._busy -= 1
             self._check_idle()
+
+    def _hand_over(self, chunk: list[_Pending]) -> None:
+        assert self._send is not None, "the scheduler is not running"
+        self._handed += len(chunk)
+        for pending in chunk:
+            self._send.send_nowait(pending)
 
     def _worth_preparing(self, boundary: datetime) -> bool:
         """Whether enough instigators are due at `boundary` for deciding ahead to pay for
