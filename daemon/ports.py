@@ -60,9 +60,9 @@ class RunQuery:
 class TickQuery:
     instigator_name: str | None = None
     statuses: tuple[TickStatus, ...] = ()
-    since: datetime | None = None  # started_at >= since
-    around: datetime | None = None  # order by distance of scheduled_for/started_at to this
-    limit: int | None = 100  # newest first (or nearest first with `around`)
+    since: datetime | None = None  # tick_at >= since
+    around: datetime | None = None  # order by distance of tick_at to this
+    limit: int | None = 100  # newest tick_at first (or nearest first with `around`)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -276,7 +276,7 @@ class Store(Protocol):
 
     async def purge(self, *, now: datetime, retention: Retention) -> PurgeCounts:
         """Delete SKIPPED ticks older than retention.skipped_ticks, other ticks older than
-        retention.ticks, finished runs (with their events and logs) older than
+        retention.ticks (by tick_at), finished runs (with their events and logs) older than
         retention.runs. Never deletes an active run."""
         ...
 

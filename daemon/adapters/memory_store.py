@@ -429,11 +429,11 @@ class MemoryStore:
             for t in self._ticks.values()
             if (query.instigator_name is None or t.instigator.name == query.instigator_name)
             and (not query.statuses or t.status in query.statuses)
-            and (query.since is None or t.started_at >= query.since)
+            and (query.since is None or t.tick_at >= query.since)
         ]
         if query.around is not None:
             return nearest(found, query.around, query.limit)
-        found.sort(key=lambda t: (t.started_at, t.tick_id), reverse=True)
+        found.sort(key=lambda t: (t.tick_at, t.tick_id), reverse=True)
         return found if query.limit is None else found[: query.limit]
 
     async def get_tick(self, tick_id: str) -> Tick | None:
@@ -487,7 +487,7 @@ class MemoryStore:
                     if tick.status is TickStatus.SKIPPED
                     else retention.ticks
                 )
-                return keep is not None and tick.started_at < now - keep
+                return keep is not None and tick.tick_at < now - keep
 
             old_ticks = [t.tick_id for t in self._ticks.values() if expired(t)]
             for tick_id in old_ticks:

@@ -8,8 +8,9 @@ only the columns that differ travel in the rows, as one short array per row (a s
 differing column travels as a flat array of values, read without parsing).
 
 A batch is given as objects and a table of `Column`s saying how to read and encode each
-column; the SQL names the columns that differ, and SQLite caches the few shapes that
-occur.
+column. A `Composite` column is an SQL expression over values read the same way (a
+tick's one decision becomes its JSON there, from mostly shared parts). The SQL names the
+columns that differ, and SQLite caches the few shapes that occur.
 """
 
 from __future__ import annotations
@@ -48,15 +49,26 @@ class Column:
         return cls(name, attrgetter(path or name), encode, nested, shared)
 
 
+@dataclass(frozen=True, slots=True)
+class Composite:
+    """A column computed by SQLite: `template` with one `{}` per part, each part filled
+    with the expression that reads it (a bound parameter, or a row's value)."""
+
+    name: str
+    template: str
+    parts: tuple[Column, ...]
+
+
 def insert_select(
-    table: str, columns: Sequence[Column], objects: Sequence[Any], tail: str = ""
+    table: str, columns: Sequence[Column | Composite], objects: Sequence[Any], tail: str = ""
 ) -> tuple[str, list[Any]]:
     """The statement and parameters inserting one row per object (`objects` not empty).
     `tail` follows the SELECT (an ON CONFLICT or RETURNING clause)."""
     rows: list[list[Any]] = []  # the differing columns' values
     params: list[Any] = [None]  # ?1: the rows
-    exprs: list[str | int] = []  # a bound parameter, or the index of a differing column
-    for column in columns:
+
+    def read(column: Column) -> str | int:
+        """`?n` for a value bound once, or the index of a differing column in `rows`."""
         values = list(map(column.read, objects))
         first = values[0]
         encode = column.encode
@@ -67,12 +79,14 @@ def insert_select(
             if column.nested and not (first is None or isinstance(first, str)):
                 first = dumps(first)  # a mapping; text is JSON already
             params.append(first)
-            exprs.append(f"?{len(params)}")
-            continue
-        if encode is not None:
-            values = list(map(encode, values))
-        exprs.append(len(rows))
-        rows.append(values)
+            return f"?{len(params)}"
+        rows.append(values if encode is None else list(map(encode, values)))
+        return len(rows) - 1
+
+    read_columns = [
+        (c.template, [read(p) for p in c.parts]) if isinstance(c, Composite) else read(c)
+        for c in columns
+    ]
     if not rows:  # one row, or rows all alike: json_each only counts them
         params[0] = dumps([0] * len(objects))
     elif len(rows) == 1:  # a flat array: `value` is the value itself (or an object's text)
@@ -80,10 +94,14 @@ def insert_select(
     else:
         params[0] = dumps(list(zip(*rows, strict=True)))
     flat = len(rows) == 1
+
+    def sql(expr: str | int) -> str:
+        return expr if isinstance(expr, str) else "value" if flat else f"value ->> {expr}"
+
     select = ", ".join(
-        e if isinstance(e, str) else "value" if flat else f"value ->> {e}" for e in exprs
+        r[0].format(*map(sql, r[1])) if isinstance(r, tuple) else sql(r) for r in read_columns
     )
     names = ", ".join(c.name for c in columns)
     # `WHERE true` settles SQLite's parse ambiguity of INSERT … SELECT … ON CONFLICT.
-    sql = f"INSERT INTO {table} ({names}) SELECT {select} FROM json_each(?1) WHERE true"
-    return f"{sql} {tail}" if tail else sql, params
+    text = f"INSERT INTO {table} ({names}) SELECT {select} FROM json_each(?1) WHERE true"
+    return f"{text} {tail}" if tail else text, params

@@ -390,14 +390,14 @@ class SqliteStore:
             where.append(f"status IN ({', '.join('?' * len(query.statuses))})")
             params.extend(s.value for s in query.statuses)
         if query.since is not None:
-            where.append("started_at >= ?")
+            where.append("tick_at >= ?")
             params.append(enc_time(query.since))
         limit = -1 if query.limit is None else query.limit
         base = f"SELECT {TICK_COLUMNS} FROM ticks WHERE {' AND '.join(where) or 'true'}"
         async with self._read() as conn:
             if query.around is None:
                 rows = await conn.execute_fetchall(
-                    f"{base} ORDER BY started_at DESC, tick_id DESC LIMIT ?", [*params, limit]
+                    f"{base} ORDER BY tick_at DESC, tick_id DESC LIMIT ?", [*params, limit]
                 )
                 return [tick_from_row(r) for r in rows]
             # The nearest `limit` are among the nearest `limit` on either side.
@@ -478,13 +478,13 @@ class SqliteStore:
         async with self._write() as tx:
             if retention.skipped_ticks is not None:
                 cur = await tx.conn.execute(
-                    "DELETE FROM ticks WHERE status = 'SKIPPED' AND started_at < ?",
+                    "DELETE FROM ticks WHERE status = 'SKIPPED' AND tick_at < ?",
                     (enc_time(now - retention.skipped_ticks),),
                 )
                 ticks += cur.rowcount
             if retention.ticks is not None:
                 cur = await tx.conn.execute(
-                    "DELETE FROM ticks WHERE status <> 'SKIPPED' AND started_at < ?",
+                    "DELETE FROM ticks WHERE status <> 'SKIPPED' AND tick_at < ?",
                     (enc_time(now - retention.ticks),),
                 )
                 ticks += cur.rowcount

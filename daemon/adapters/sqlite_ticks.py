@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 
-from daemon.adapters.sqlite_batch import Column, insert_select
+from daemon.adapters.sqlite_batch import Column, Composite, insert_select
 from daemon.adapters.sqlite_dispatch import SyncTx
 from daemon.adapters.store_codec import (
     SQL_ACTIVE,
@@ -205,8 +206,15 @@ def _probe(conn: sqlite3.Connection, runs: Sequence[Run], resolved: dict[str, De
 
 
 def _insert_ticks(conn: sqlite3.Connection, ticks: Sequence[Tick]) -> None:
+    """Ticks of one decision (a schedule's) have it written by SQLite from its mostly
+    shared parts; the others as JSON made here."""
+    one = [t for t in ticks if len(t.decisions) == 1]
+    other = [t for t in ticks if len(t.decisions) != 1] if len(one) < len(ticks) else []
     try:
-        conn.execute(*insert_select("ticks", _TICK_COLUMNS, ticks))
+        if one:
+            conn.execute(*insert_select("ticks", _ONE_DECISION_TICK_COLUMNS, one))
+        if other:
+            conn.execute(*insert_select("ticks", _TICK_COLUMNS, other))
     except sqlite3.IntegrityError as e:  # the primary key: a tick committed before
         raise DuplicateIdError("tick", ", ".join(t.tick_id for t in ticks)) from e
 
@@ -269,6 +277,32 @@ _TICK_COLUMNS = (
     Column.attr("error"),
     Column.attr("cursor_before"),
     Column.attr("cursor_after"),
+)
+
+
+def _first_decision(field: str) -> Callable[[Tick], Any]:
+    get = attrgetter(field)
+    return lambda tick: get(tick.decisions[0])
+
+
+# The decisions column of a tick with one decision, as `decisions_value` makes it.
+_ONE_DECISION = Composite(
+    "decisions",
+    "json_object('job', json_array({}), 'outcome', json_array({}), 'run_id', json_array({}),"
+    " 'run_key', json_array({}), 'partition_key', json_array({}))",
+    tuple(
+        Column(name, _first_decision(name), shared=shared)
+        for name, shared in (
+            ("job", True),
+            ("outcome", True),
+            ("run_id", False),
+            ("run_key", True),
+            ("partition_key", True),
+        )
+    ),
+)
+_ONE_DECISION_TICK_COLUMNS = tuple(
+    _ONE_DECISION if c.name == "decisions" else c for c in _TICK_COLUMNS
 )
 
 _STATE_COLUMNS = (

@@ -370,7 +370,7 @@ def nearest(ticks: Iterable[Tick], around: datetime, limit: int | None) -> list[
     earlier tick, then the smaller tick id."""
 
     def key(t: Tick) -> tuple[timedelta, datetime, str]:
-        at = t.scheduled_for or t.started_at
+        at = t.tick_at
         return (abs(at - around), at, t.tick_id)
 
     ordered = sorted(ticks, key=key)

@@ -49,6 +49,12 @@ class Tick:
     cursor_after: str | None = None
 
     @property
+    def tick_at(self) -> datetime:
+        """The time the tick is about: its scheduled time, else its start (a sensor's).
+        History is ordered, filtered by age and purged by it."""
+        return self.scheduled_for or self.started_at
+
+    @property
     def run_ids(self) -> tuple[str, ...]:
         return tuple(d.run_id for d in self.decisions if d.outcome is Outcome.CREATED)
 

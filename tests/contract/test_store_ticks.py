@@ -19,7 +19,7 @@ from daemon.domain.ticks import (
     TickStatus,
 )
 from daemon.errors import DuplicateIdError, LeaseLostError
-from daemon.ports import RunQuery, Store, TickQuery
+from daemon.ports import Retention, RunQuery, Store, TickQuery
 
 pytestmark = pytest.mark.anyio
 
@@ -275,6 +275,44 @@ async def test_list_ticks_filters_newest_first(store: Store, make_commit: MakeCo
     assert [t.tick_id for t in since] == [ids[3], ids[2]]
     assert [t.tick_id for t in await store.list_ticks(TickQuery(limit=2))] == [ids[3], ids[2]]
     assert len(await store.list_ticks(TickQuery(limit=None))) == 4
+
+
+async def test_ticks_are_ordered_aged_and_purged_by_the_time_they_are_about(
+    store: Store, make_commit: MakeCommit
+) -> None:
+    """tick_at: the scheduled time, else the start. Ticks caught up together (one start)
+    list in the order of their scheduled times; a sensor's start counts."""
+    started = T0 + timedelta(days=2)
+    caught_up = [
+        make_commit(
+            tick_id=f"c{h}",
+            status=TickStatus.SUCCESS,
+            started_at=started,
+            ended_at=started,
+            scheduled_for=T0 + timedelta(days=1, hours=h),
+        )
+        for h in (9, 3, 6)  # committed out of order
+    ]
+    sensor = make_commit(
+        tick_id="s",
+        instigator=SENSOR,
+        status=TickStatus.SUCCESS,
+        started_at=T0 + timedelta(days=1, hours=5),
+    )
+    await store.commit_ticks([*caught_up, sensor])
+    listed = await store.list_ticks(TickQuery())
+    assert [t.tick_id for t in listed] == ["c9", "c6", "s", "c3"]
+    assert [t.tick_at for t in listed][-1] == T0 + timedelta(days=1, hours=3)
+    by_name = await store.list_ticks(TickQuery(instigator_name="nightly", limit=2))
+    assert [t.tick_id for t in by_name] == ["c9", "c6"]
+    recent = await store.list_ticks(TickQuery(since=T0 + timedelta(days=1, hours=5)))
+    assert [t.tick_id for t in recent] == ["c9", "c6", "s"]
+    counts = await store.purge(
+        now=T0 + timedelta(days=31, hours=5, minutes=30),
+        retention=Retention(skipped_ticks=None, ticks=timedelta(days=30), runs=None),
+    )
+    assert counts.ticks == 2  # c3 and s: about more than 30 days ago, though c3 started later
+    assert [t.tick_id for t in await store.list_ticks(TickQuery())] == ["c9", "c6"]
 
 
 async def test_list_ticks_around_a_time_nearest_first(
