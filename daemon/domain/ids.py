@@ -38,8 +38,13 @@ class IdGenerator:
         else:
             self._last_ms = ms
             first = int.from_bytes(os.urandom(10)) >> (80 - _COUNTER_BITS + 1)
-        self._counter = first + count - 1
-        return [_format(ms, c) for c in range(first, first + count)]
+        last = self._counter = first + count - 1
+        if count < 4 or first >> 48 != last >> 48:
+            return [_format(ms, c) for c in range(first, first + count)]
+        # All but the last 12 hex digits are the same: format those once.
+        prefix = _format(ms, first)[:-12]
+        low = first & _LOW_48
+        return [f"{prefix}{c:012x}" for c in range(low, low + count)]
 
 
 def _format(ms: int, counter: int) -> str:
@@ -52,6 +57,7 @@ def _format(ms: int, counter: int) -> str:
 _MS_MASK = (1 << 48) - 1
 _COUNTER_MASK = (1 << _COUNTER_BITS) - 1
 _LOW_MASK = (1 << 62) - 1
+_LOW_48 = (1 << 48) - 1
 _default = IdGenerator()
 
 

@@ -123,12 +123,24 @@ def partition_dedup(run: Run) -> PartitionDedup | None:
     return (run.job, run.partition_key)
 
 
+def _all_distinct(runs: list[Run]) -> bool:
+    """Whether no two of `runs` share a dedup key (the common case, checked in bulk)."""
+    keys = [run_key_dedup(r) for r in runs if r.run_key is not None]
+    if len(set(keys)) != len(keys):
+        return False
+    partitions = [(r.job, r.partition_key) for r in runs if r.partition_key is not None]
+    return len(set(partitions)) == len(partitions)
+
+
 def collapse(runs: Iterable[Run]) -> tuple[list[Run], list[tuple[Run, Run]]]:
     """Collapse duplicates inside one batch: the first of each dedup key wins.
 
     Returns the kept runs in order and (duplicate, kept) pairs. The store still
     enforces every key against what it already holds; this only settles the batch.
     """
+    runs = list(runs)
+    if _all_distinct(runs):
+        return runs, []
     kept: list[Run] = []
     dropped: list[tuple[Run, Run]] = []
     by_run_key: dict[RunKeyDedup, Run] = {}

@@ -150,3 +150,16 @@ def test_ids_sort_by_time_and_by_creation_within_a_millisecond():
     assert len(set(ids)) == len(ids)
     later = IdGenerator().new(T0 + timedelta(seconds=1))
     assert later > ids[-1]
+
+
+@pytest.mark.parametrize("start", [0, (5 << 48) - 3, (1 << 74) - 200])
+def test_many_ids_equal_one_at_a_time(start):
+    """`many` formats a shared prefix once; where the counter carries into it (or wraps),
+    it still equals `new` called in a loop."""
+    one, bulk = IdGenerator(), IdGenerator()
+    for gen in (one, bulk):
+        gen.new(T0)
+        gen._counter = start  # as if the millisecond had started here
+    singles = [one.new(T0) for _ in range(300)]
+    assert bulk.many(T0, 300) == singles
+    assert len(set(singles)) == 300
