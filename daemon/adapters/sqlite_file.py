@@ -17,6 +17,7 @@ from typing import Any
 import aiosqlite
 import anyio
 
+from daemon.adapters.sqlite_checkpoint import BACKSTOP_PAGES
 from daemon.errors import (
     NotATickdStoreError,
     StoreBusyError,
@@ -242,6 +243,9 @@ async def _configure(conn: aiosqlite.Connection, location: str) -> None:
     await conn.execute("PRAGMA synchronous = FULL")
     await conn.execute("PRAGMA foreign_keys = ON")
     await conn.execute("PRAGMA cache_size = -32768")  # 32 MiB
+    # The store's checkpointer thread copies the log back after commits (sqlite_checkpoint);
+    # a commit checkpoints itself only past this backstop.
+    await conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
 
 
 async def _migrate(conn: aiosqlite.Connection) -> None:

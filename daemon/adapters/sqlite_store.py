@@ -30,6 +30,7 @@ import anyio
 from daemon.adapters import sqlite_dispatch as dispatch_sql
 from daemon.adapters import sqlite_ticks as ticks_sql
 from daemon.adapters.doorbell import Doorbell, bell_path, ring
+from daemon.adapters.sqlite_checkpoint import Checkpointer
 from daemon.adapters.sqlite_file import (
     BEGIN_ATTEMPTS,
     BUSY_TIMEOUT_MS,
@@ -118,6 +119,7 @@ class SqliteStore:
         self._states: tuple[int, int, _States] | None = None
         self._bell_path = bell_path(Path(location))
         self._bell: Doorbell | None = None
+        self._checkpointer = Checkpointer(location)
         #: For tests: called with a point name ("commit_ticks.after_runs",
         #: "commit_ticks.after_tick", "commit_ticks.after_state") inside commit_ticks'
         #: transaction; raising there must leave nothing of the call behind.
@@ -138,6 +140,7 @@ class SqliteStore:
     async def close(self) -> None:
         if self._bell is not None:
             self._bell.close()
+        await anyio.to_thread.run_sync(self._checkpointer.close)
         async with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None:
@@ -175,6 +178,7 @@ class SqliteStore:
             self._committed(tx.runs_changed)
 
     def _committed(self, runs_changed: bool) -> None:
+        self._checkpointer.poke()
         if runs_changed:
             self._run_commits += 1
             if self._bell is None:  # the daemon listens; everyone else rings

@@ -21,7 +21,8 @@ import pytest
 
 from daemon.adapters.memory_store import MemoryStore
 from daemon.adapters.open_store import open_store
-from daemon.adapters.sqlite_file import APPLICATION_ID, LATEST_VERSION, migrations
+from daemon.adapters.sqlite_checkpoint import BACKSTOP_PAGES
+from daemon.adapters.sqlite_file import APPLICATION_ID, LATEST_VERSION, migrations, scalar
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.limits import ConcurrencyLimits
 from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
@@ -406,3 +407,27 @@ async def test_instigator_states_follow_writes_of_this_store_and_of_other_proces
     again = await store.instigator_states()
     again.clear()  # the caller's copy: clearing it loses nothing
     assert (await store.instigator_states())[(nightly.kind, "nightly")].cursor == "c7"
+
+
+async def test_commits_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> None:
+    """The store's connection checkpoints only past the backstop; the checkpointer copies
+    the log back after commits, on a thread of its own (real time: a bounded wait)."""
+    store = await SqliteStore.open(tmp_path / "tickd.db")
+    try:
+        async with store._read() as conn:
+            assert await scalar(conn, "PRAGMA wal_autocheckpoint") == BACKSTOP_PAGES
+        for n in range(1, 41):
+            await store.create_runs([run(n, run_key=f"k{n}")])
+        checkpointer = store._checkpointer
+        with anyio.fail_after(10):
+            while checkpointer.last is None or checkpointer.last[0] != checkpointer.last[1]:  # noqa: ASYNC110 - another thread's progress
+                await anyio.sleep(0.05)
+        assert checkpointer.checkpoints >= 1
+        frames, copied = checkpointer.last
+        assert frames == copied > 0
+    finally:
+        await store.close()
+    assert not store._checkpointer._thread.is_alive()
+    reopened = await SqliteStore.open(tmp_path / "tickd.db")
+    assert len(await reopened.list_runs(RunQuery(limit=None))) == 40
+    await reopened.close()
