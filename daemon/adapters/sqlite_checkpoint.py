@@ -22,7 +22,8 @@ PACE_S = 0.5
 
 
 class Checkpointer:
-    """A thread checkpointing the store at `path` after `poke()`, until `close()`."""
+    """A thread checkpointing the store at `path` after `poke()`, until `close()`. The
+    thread starts at the first poke (a process that only reads never starts it)."""
 
     def __init__(self, path: str) -> None:
         self._path = path
@@ -30,18 +31,21 @@ class Checkpointer:
         self._stopped = threading.Event()
         self.checkpoints = 0  # done so far (tests watch it)
         self.last: tuple[int, int] | None = None  # (frames in the log, frames copied)
-        self._thread = threading.Thread(target=self._run, name="tickd-checkpoint", daemon=True)
-        self._thread.start()
+        self.thread: threading.Thread | None = None
 
     def poke(self) -> None:
-        """A commit added to the log."""
+        """A commit added to the log (called from one thread: the store's event loop)."""
+        if self.thread is None and not self._stopped.is_set():
+            self.thread = threading.Thread(target=self._run, name="tickd-checkpoint", daemon=True)
+            self.thread.start()
         self._poked.set()
 
     def close(self) -> None:
         """Stop after the checkpoint in progress, if any."""
         self._stopped.set()
         self._poked.set()
-        self._thread.join()
+        if self.thread is not None:
+            self.thread.join()
 
     def _run(self) -> None:
         try:

@@ -416,6 +416,7 @@ async def test_commits_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> 
     try:
         async with store._read() as conn:
             assert await scalar(conn, "PRAGMA wal_autocheckpoint") == BACKSTOP_PAGES
+        assert store._checkpointer.thread is None  # only reads so far
         for n in range(1, 41):
             await store.create_runs([run(n, run_key=f"k{n}")])
         checkpointer = store._checkpointer
@@ -427,7 +428,8 @@ async def test_commits_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> 
         assert frames == copied > 0
     finally:
         await store.close()
-    assert not store._checkpointer._thread.is_alive()
+    assert store._checkpointer.thread is not None
+    assert not store._checkpointer.thread.is_alive()
     reopened = await SqliteStore.open(tmp_path / "tickd.db")
     assert len(await reopened.list_runs(RunQuery(limit=None))) == 40
     await reopened.close()
