@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
+from typing import TypeVar
 
 import anyio
 import structlog
@@ -31,10 +32,12 @@ from daemon.domain.runs import (
     Run,
     RunStatus,
 )
-from daemon.errors import TickdError
+from daemon.errors import StoreClosedError, StoreError, TickdError
 from daemon.ports import Clock, Executor, RunMove, RunOutcome, Store
 
 log = structlog.get_logger("tickd.dispatch")
+
+T = TypeVar("T")
 
 # The store wakes the dispatcher when another process changes runs (SQLite: a doorbell
 # beside the file); failing that, it re-reads the store's change counter this often.
@@ -43,6 +46,9 @@ CHANGE_FALLBACK_S = 5.0
 # Group commit: a cycle with moves to write waits up to this long (real time) for runs
 # still executing to report, so that completions close together share one commit.
 COALESCE_S = 0.001
+
+# A run's end (or its retry) that the store could not write is tried again after this.
+STORE_RETRY = timedelta(seconds=1)
 
 RECOVERED_REASON = "daemon stopped while run was active"
 
@@ -460,12 +466,13 @@ class Dispatcher:
             data["exit_code"] = outcome.exit_code
         if outcome.signal is not None:
             data["signal"] = outcome.signal
+        move = RunMove(run_id=run.run_id, status=status, now=now, error=error, event=data)
         with anyio.CancelScope(shield=True):
             try:
-                done = await self._move(
-                    RunMove(run_id=run.run_id, status=status, now=now, error=error, event=data)
+                done = await self._persist(
+                    "run.finish_failed", run.run_id, partial(self._move, move)
                 )
-            except TickdError as exc:
+            except TickdError as exc:  # decided elsewhere (a cancel won), or the store closed
                 log.error("run.finish_failed", run_id=run.run_id, error=str(exc))
                 return
             fields: dict[str, object] = {
@@ -486,6 +493,25 @@ class Dispatcher:
                     await self.on_finished(done)
                 except Exception as exc:  # a run-status sensor problem is not ours
                     log.error("run.finished_hook_failed", run_id=run.run_id, error=str(exc))
+
+    async def _persist(self, event: str, run_id: str, write: Callable[[], Awaitable[T]]) -> T:
+        """`write()`, tried again every STORE_RETRY while the store cannot write (a full
+        disk, another process holding the lock too long, I/O errors), so that how a run
+        ended is not dropped while the daemon runs; once the dispatcher has stopped, the
+        error is raised (recovery at the next start settles the run). Other errors (the
+        run moved on meanwhile) are raised at once."""
+        while True:
+            try:
+                return await write()
+            except StoreClosedError:
+                raise
+            except StoreError as exc:
+                if not self._cycling:
+                    raise
+                log.error(
+                    event, run_id=run_id, error=str(exc), retry_in_s=STORE_RETRY.total_seconds()
+                )
+            await self.clock.sleep_until(self.clock.now() + STORE_RETRY)
 
     async def _maybe_retry(self, run: Run) -> None:
         job = self.jobs.get(run.job)
@@ -508,7 +534,9 @@ class Dispatcher:
             not_before=now + delay,
             node_id=None,
         )
-        result = await self.store.create_runs([retry])
+        result = await self._persist(
+            "run.retry_failed", run.run_id, partial(self.store.create_runs, [retry])
+        )
         if result.created:
             log.info(
                 "run.retried",
@@ -518,10 +546,15 @@ class Dispatcher:
                 attempt=retry.attempt,
                 delay_s=round(delay.total_seconds(), 3),
             )
-            await self.store.add_run_event(
+            await self._persist(
+                "run.retry_failed",
                 run.run_id,
-                "run.retried",
-                at=now,
-                data={"retry_run_id": retry.run_id, "delay_s": delay.total_seconds()},
+                partial(
+                    self.store.add_run_event,
+                    run.run_id,
+                    "run.retried",
+                    at=now,
+                    data={"retry_run_id": retry.run_id, "delay_s": delay.total_seconds()},
+                ),
             )
         self._wake.set()

@@ -16,10 +16,11 @@ from daemon.adapters.inprocess_executor import InProcessExecutor
 from daemon.adapters.memory_store import MemoryStore
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.definitions import ExecutorKind, Job
-from daemon.dispatch import RECOVERED_REASON, Dispatcher, retry_delay
+from daemon.dispatch import RECOVERED_REASON, STORE_RETRY, Dispatcher, retry_delay
 from daemon.domain.ids import IdGenerator
 from daemon.domain.limits import ConcurrencyLimits, TagLimit
 from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
+from daemon.errors import StoreFullError
 from daemon.ports import RunQuery
 from daemon.testing import FakeClock
 
@@ -399,3 +400,41 @@ async def test_a_drain_keeps_the_global_limit_and_the_queue_order(backend, tmp_p
     in_claim_order = sorted(done, key=lambda r: claimed_at[r.run_id])
     assert in_claim_order == sorted(done, key=lambda r: (-r.priority, r.created_at, r.run_id))
     assert sorted(order) == list(range(30))
+
+
+class _FullUntilFreed(MemoryStore):
+    """A store whose disk is full for the first `times` writes of a run's end."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.refusals = times
+
+    def _refuse(self, moves: Any) -> None:
+        if self.refusals and any(m.status.is_terminal for m in moves):
+            self.refusals -= 1
+            raise StoreFullError("memory://", "no space left on device")
+
+    async def move_and_claim(self, moves: Any, **kw: Any) -> Any:
+        self._refuse(moves)
+        return await super().move_and_claim(moves, **kw)
+
+
+async def test_a_run_s_end_the_store_cannot_write_yet_is_written_later(make, _quiet_logs):
+    """A full disk when a run ends costs time, not the record: the end is tried again
+    every STORE_RETRY (on the clock) and the run is not left RUNNING."""
+
+    @job(executor="async")
+    async def fine(context):
+        pass
+
+    h = make({"fine": fine})
+    h.store = h.dispatcher.store = _FullUntilFreed(times=2)
+    await h.start()
+    run = queued("fine")
+    await h.enqueue(run)
+    for _ in range(3):
+        await h.clock.advance(STORE_RETRY)
+    await h.settle()
+    assert (await h.store.get_run(run.run_id)).status is RunStatus.SUCCESS
+    retried = [e for e in _quiet_logs if e["event"] == "run.finish_failed"]
+    assert len(retried) == 2 and retried[0]["retry_in_s"] == STORE_RETRY.total_seconds()
