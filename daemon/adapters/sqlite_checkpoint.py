@@ -4,8 +4,10 @@ Left to itself, SQLite checkpoints inside the commit that grows the log past 1,0
 that commit waits while the pages are copied and the file is synced (~10 ms on a 2,000-key
 sensor tick here; ~60 ms on the commit of a 10,000-schedule boundary). So the store's own
 connection checkpoints only past BACKSTOP_PAGES, and a thread with a connection of its own
-checkpoints after commits instead, at most once per PACE_S. Its checkpoints are PASSIVE:
-they copy what no reader still needs and never wait for, nor block, a writer.
+checkpoints instead, once commits pause for QUIET_S (a burst of commits is not slowed by
+a copy competing for the CPU), or at the latest QUIET_ROUNDS pauses' worth after the first
+commit not yet copied. Its checkpoints are PASSIVE: they copy what no reader still needs
+and never wait for, nor block, a writer.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import structlog
 log = structlog.get_logger("tickd.store")
 
 BACKSTOP_PAGES = 10_000  # ~40 MiB of log: past this a commit checkpoints itself
-PACE_S = 0.5
+QUIET_S = 0.1
+QUIET_ROUNDS = 20  # a checkpoint waits for a pause at most this many QUIET_S (2 s)
 
 
 class Checkpointer:
@@ -56,12 +59,13 @@ class Checkpointer:
         try:
             while True:
                 self._poked.wait()
-                if self._stopped.is_set():
-                    return
-                self._poked.clear()
+                for _ in range(QUIET_ROUNDS):  # until the commits pause
+                    self._poked.clear()
+                    if self._stopped.wait(QUIET_S):
+                        return
+                    if not self._poked.is_set():
+                        break
                 self._checkpoint(conn)
-                if self._stopped.wait(PACE_S):
-                    return
         finally:
             conn.close()
 
