@@ -94,6 +94,8 @@ T = TypeVar("T")
 
 _States = dict[tuple[InstigatorKind, str], InstigatorState]
 
+SMALL_COMMITS = 64  # of commits that changed no run: one in this many wakes the checkpointer
+
 
 class _Abandoned(Exception):
     """A transaction whose caller was cancelled before it began: rolled back unwritten."""
@@ -120,6 +122,7 @@ class SqliteStore:
         self._bell_path = bell_path(Path(location))
         self._bell: Doorbell | None = None
         self._checkpointer = Checkpointer(location)
+        self._small_commits = 0
         #: For tests: called with a point name ("commit_ticks.after_runs",
         #: "commit_ticks.after_tick", "commit_ticks.after_state") inside commit_ticks'
         #: transaction; raising there must leave nothing of the call behind.
@@ -178,7 +181,12 @@ class SqliteStore:
             self._committed(tx.runs_changed)
 
     def _committed(self, runs_changed: bool) -> None:
-        self._checkpointer.poke()
+        # Commits that changed runs wrote pages worth copying back; the small ones between
+        # (the heartbeat's lease, a state) are left for every SMALL_COMMITS-th.
+        self._small_commits += 1
+        if runs_changed or self._small_commits >= SMALL_COMMITS:
+            self._small_commits = 0
+            self._checkpointer.poke()
         if runs_changed:
             self._run_commits += 1
             if self._bell is None:  # the daemon listens; everyone else rings
