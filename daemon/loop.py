@@ -41,7 +41,13 @@ from daemon.domain.ticks import (
 from daemon.errors import LeaseLostError, TickdError
 from daemon.evaluation import SyncCall
 from daemon.ports import Clock, Store
-from daemon.ticking import Evaluator, next_fire_time, restamped, schedule_instigator
+from daemon.ticking import (
+    Evaluator,
+    is_plain,
+    next_fire_time,
+    restamped,
+    schedule_instigator,
+)
 
 log = structlog.get_logger("tickd.loop")
 
@@ -273,7 +279,7 @@ class Scheduler:
                 self._inflight.add(key)
                 self._busy += 1
                 sched = self._defs.schedules.get(key[1]) if key[0] is _SCHEDULE else None
-                if sched is not None and sched.fn is None and sched.overlap is Overlap.ALLOW:
+                if sched is not None and is_plain(sched):
                     plain.append(sched)
                 else:
                     self._tg.start_soon(self._evaluate, key)
@@ -500,8 +506,7 @@ class Scheduler:
                 sched = schedules.get(key[1]) if key[0] is _SCHEDULE else None
                 if (
                     sched is None
-                    or sched.fn is not None
-                    or sched.overlap is not Overlap.ALLOW
+                    or not is_plain(sched)
                     or sched.jitter
                     or self._generation.get(key) != gen
                 ):

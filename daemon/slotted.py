@@ -53,6 +53,16 @@ def keyword_constructor(cls: type[T]) -> Callable[..., T]:
     return make
 
 
+def positional_constructor(cls: type[T]) -> Callable[..., T]:
+    """A constructor taking every field positionally, in field order (decoding thousands
+    of rows at a time)."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    if _fields(cls) is None:
+        return lambda *values: cls(**dict(zip(names, values, strict=True)))
+    make: Callable[..., T] = _compile(cls, ", ".join(names), lambda n: n, {})
+    return make
+
+
 def replacer(cls: type[T], *changed: str) -> Callable[..., T]:
     """`make(old, *values)` equal to `dataclasses.replace(old, **dict(zip(changed, values)))`."""
     if _fields(cls) is None:

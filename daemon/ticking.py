@@ -70,6 +70,12 @@ def next_fire_time(schedule: Schedule, after: datetime) -> datetime:
     return next_fire(schedule.cron, schedule.timezone, after)
 
 
+def is_plain(schedule: Schedule) -> bool:
+    """A schedule without a function and with overlap='allow': its ticks run no user code
+    and read nothing (`Evaluator.plain_schedule_ticks`)."""
+    return schedule.fn is None and schedule.overlap is Overlap.ALLOW
+
+
 _tick_times = replacer(Tick, "started_at", "ended_at")
 _run_created = replacer(Run, "created_at")
 _commit_parts = replacer(TickCommit, "tick", "runs")
@@ -163,7 +169,7 @@ class Evaluator:
     ) -> list[TickCommit]:
         """`schedule_ticks` of a schedule without a function and with overlap='allow':
         it runs no user code and reads nothing, so it needs no await."""
-        assert schedule.fn is None and schedule.overlap is Overlap.ALLOW, schedule.name
+        assert is_plain(schedule), schedule.name
         now = now or self.now()
         plan = self._plan(schedule, last_tick_at, now)
         if plan is None:
