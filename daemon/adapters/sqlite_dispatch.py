@@ -1,9 +1,11 @@
-"""The dispatcher's writes on SQLite: claims and run moves.
+"""How every write to the SQLite store runs, and the dispatcher's writes: claims and run
+moves.
 
-Each is one whole transaction in plain `sqlite3` calls, run as a single call on
+Each write is one whole transaction in plain `sqlite3` calls, run as a single call on
 aiosqlite's connection thread (`run_transaction`): BEGIN, the statements and COMMIT cost
 one hop between the event loop and that thread instead of one hop per statement. A hop
-costs more than the statements on a busy host, and the dispatcher writes once per cycle.
+costs more than the statements on a busy host; the dispatcher writes once per cycle, and
+an idle daemon's heartbeat every few seconds.
 
 Compare-and-set lives in the statements: a move updates a run only from a status the
 domain allows, a claim only a run still QUEUED, under BEGIN IMMEDIATE.

@@ -1,14 +1,15 @@
 """The SQLite store: one file, WAL, one connection; exactly-once lives in its unique indexes.
 
-Every write is one `BEGIN IMMEDIATE` … `COMMIT` on the single aiosqlite connection,
-serialized by a lock (reads take the lock too, so they never see a write half done).
-Other processes on the same file are kept out by SQLite's write lock: `busy_timeout`
-waits for it, and BEGIN is retried a few times more before StoreBusyError.
+Every write is one `BEGIN IMMEDIATE` … `COMMIT` on the single aiosqlite connection, run
+whole as a single call on aiosqlite's thread in plain `sqlite3` calls (sqlite_dispatch's
+`run_transaction`): one hop between the event loop and that thread per write, not one
+per statement. Writes and reads are serialized by a lock (reads take it too, so they
+never see a write half done). Other processes on the same file are kept out by SQLite's
+write lock: `busy_timeout` waits for it, and BEGIN is retried a few times more before
+StoreBusyError.
 
 Batches travel as one JSON parameter read with `json_each`, so a tick of 10,000 requests
-costs a handful of statements, not 10,000 (each statement is a hop to aiosqlite's thread).
-The dispatcher's writes (claims, run moves) go further: each is one whole transaction run
-as a single call on that thread (sqlite_dispatch.py).
+costs a handful of statements, not 10,000.
 """
 
 from __future__ import annotations
@@ -31,16 +32,16 @@ from daemon.adapters import sqlite_dispatch as dispatch_sql
 from daemon.adapters import sqlite_ticks as ticks_sql
 from daemon.adapters.doorbell import Doorbell, bell_path, ring
 from daemon.adapters.sqlite_checkpoint import Checkpointer
+from daemon.adapters.sqlite_dispatch import SyncTx
 from daemon.adapters.sqlite_file import (
     BEGIN_ATTEMPTS,
     BUSY_TIMEOUT_MS,
-    begin_immediate,
     connect,
-    rollback,
     scalar,
     store_error,
 )
 from daemon.adapters.store_codec import (
+    LEASE_COLUMNS,
     RUN_COLUMNS,
     SQL_ACTIVE,
     SQL_IN_FLIGHT,
@@ -51,6 +52,7 @@ from daemon.adapters.store_codec import (
     dec_time,
     dumps,
     enc_time,
+    lease_from_row,
     nearest,
     run_from_row,
     state_from_row,
@@ -99,12 +101,6 @@ SMALL_COMMITS = 64  # of commits that changed no run: one in this many wakes the
 
 class _Abandoned(Exception):
     """A transaction whose caller was cancelled before it began: rolled back unwritten."""
-
-
-@dataclasses.dataclass(slots=True)
-class _Tx:
-    conn: aiosqlite.Connection
-    runs_changed: bool = False
 
 
 class SqliteStore:
@@ -156,30 +152,6 @@ class SqliteStore:
             raise StoreClosedError(self._location)
         return self._conn
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[_Tx]:
-        """One write transaction: committed if the body returns, rolled back if it raises."""
-        async with self._lock:
-            conn = self._live()
-            tx = _Tx(conn)
-            try:
-                try:
-                    await begin_immediate(conn)
-                    yield tx
-                except BaseException:  # the body failed, or we were cancelled in BEGIN
-                    with anyio.CancelScope(shield=True):
-                        await rollback(conn)
-                    raise
-                with anyio.CancelScope(shield=True):  # the outcome of a COMMIT is never lost
-                    try:
-                        await conn.execute("COMMIT")
-                    except BaseException:
-                        await rollback(conn)
-                        raise
-            except sqlite3.Error as e:
-                raise store_error(e, self._location) from e
-            self._committed(tx.runs_changed)
-
     def _committed(self, runs_changed: bool) -> None:
         # Commits that changed runs wrote pages worth copying back; the small ones between
         # (the heartbeat's lease, a state) are left for every SMALL_COMMITS-th.
@@ -192,19 +164,21 @@ class SqliteStore:
             if self._bell is None:  # the daemon listens; everyone else rings
                 ring(self._bell_path)
 
-    async def _on_thread(
-        self, body: Callable[[dispatch_sql.SyncTx], T], *, abandonable: bool = False
-    ) -> T:
-        """One write transaction as one call on the connection's thread (see
-        sqlite_dispatch); waits for another process's write lock as `_write` does.
+    async def _on_thread(self, body: Callable[[SyncTx], T], *, abandonable: bool = False) -> T:
+        """One write transaction, committed if `body` returns and rolled back if it raises,
+        as one call on the connection's thread (see sqlite_dispatch). BEGIN waits for
+        another process's write lock (busy_timeout), then is tried again with back-off a
+        few times before StoreBusyError; SQLite's errors come out as StoreErrors.
 
-        Once its BEGIN went through, a transaction is not cancelled: its COMMIT's outcome is
-        never lost. An `abandonable` one whose caller is cancelled while it still waits for
-        the write lock writes nothing (its BEGIN is rolled back) instead."""
+        A transaction handed to the thread is not cancelled: its caller's cancellation waits
+        for it, so the COMMIT's outcome is never lost (cancelled in the back-off between
+        attempts, it wrote nothing). An `abandonable` one whose caller is cancelled while
+        it still waits for the write lock writes nothing (its BEGIN is rolled back) instead;
+        cancelled once its body began, it still commits, unknown to its caller."""
         delay = 0.02
         abandoned = threading.Event()
 
-        def guarded(tx: dispatch_sql.SyncTx) -> T:
+        def guarded(tx: SyncTx) -> T:
             if abandoned.is_set():
                 raise _Abandoned
             return body(tx)
@@ -237,6 +211,17 @@ class SqliteStore:
             except sqlite3.Error as e:
                 raise store_error(e, self._location) from e
 
+    def _writing_states(self, body: Callable[[SyncTx], T]) -> Callable[[SyncTx], T]:
+        """`body`, counted as a write of instigator states before it writes: inside the
+        transaction, under the store's lock, so no read keeps a copy it makes stale (one
+        that fails costs the next read a needless reload, nothing worse)."""
+
+        def counted(tx: SyncTx) -> T:
+            self._state_writes += 1
+            return body(tx)
+
+        return counted
+
     def _fault(self, point: str) -> None:
         if self.fault is not None:
             self.fault(point)
@@ -257,13 +242,12 @@ class SqliteStore:
         """One transaction, run as one call on the connection's thread (sqlite_ticks)."""
         batches = [Batch.of(commit.runs) for commit in commits]
 
-        def body(tx: dispatch_sql.SyncTx) -> list[Tick]:
-            self._state_writes += 1  # under the store's lock: no read sees a stale copy
+        def body(tx: SyncTx) -> list[Tick]:
             return ticks_sql.commit(
                 tx, commits, batches, lease_epoch=lease_epoch, fault=self._fault
             )
 
-        return await self._on_thread(body)
+        return await self._on_thread(self._writing_states(body))
 
     async def claim_runs(
         self,
@@ -459,56 +443,20 @@ class SqliteStore:
         if not instigators:
             return
         at = enc_time(now)
-        async with self._write() as tx:
-            self._state_writes += 1
-            await tx.conn.executemany(
-                "INSERT INTO instigator_state (instigator_kind, instigator_name, last_tick_at, "
-                "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(i.kind.value, i.name, at, at) for i in instigators],
-            )
+        rows = [(i.kind.value, i.name, at, at) for i in instigators]
+        await self._on_thread(self._writing_states(partial(_ensure_states, rows=rows)))
 
     async def _upsert_state(
         self, instigator: Instigator, column: str, value: str | None, now: datetime
     ) -> InstigatorState:
-        async with self._write() as tx:
-            self._state_writes += 1
-            rows = list(
-                await tx.conn.execute_fetchall(
-                    f"INSERT INTO instigator_state (instigator_kind, instigator_name, {column}, "
-                    "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-                    f"{column} = excluded.{column}, updated_at = excluded.updated_at "
-                    f"RETURNING {STATE_COLUMNS}",
-                    (instigator.kind.value, instigator.name, value, enc_time(now)),
-                )
-            )
-        return state_from_row(rows[0])
+        params = (instigator.kind.value, instigator.name, value, enc_time(now))
+        body = partial(_upsert_state, column=column, params=params)
+        return await self._on_thread(self._writing_states(body))
 
     # ---- housekeeping ------------------------------------------------------------------------
 
     async def purge(self, *, now: datetime, retention: Retention) -> PurgeCounts:
-        ticks = runs = 0
-        async with self._write() as tx:
-            if retention.skipped_ticks is not None:
-                cur = await tx.conn.execute(
-                    "DELETE FROM ticks WHERE status = 'SKIPPED' AND tick_at < ?",
-                    (enc_time(now - retention.skipped_ticks),),
-                )
-                ticks += cur.rowcount
-            if retention.ticks is not None:
-                cur = await tx.conn.execute(
-                    "DELETE FROM ticks WHERE status <> 'SKIPPED' AND tick_at < ?",
-                    (enc_time(now - retention.ticks),),
-                )
-                ticks += cur.rowcount
-            if retention.runs is not None:
-                # Events, logs and tag rows go with their runs (ON DELETE CASCADE).
-                cur = await tx.conn.execute(
-                    f"DELETE FROM runs WHERE status IN {SQL_TERMINAL} AND ended_at < ?",
-                    (enc_time(now - retention.runs),),
-                )
-                runs = cur.rowcount
-                tx.runs_changed = runs > 0
-        return PurgeCounts(ticks=ticks, runs=runs)
+        return await self._on_thread(partial(_purge, now=now, retention=retention))
 
     async def change_token(self) -> int:
         """`PRAGMA data_version` moves when another connection commits; our own commits
@@ -547,89 +495,32 @@ class SqliteStore:
         ttl: timedelta,
         dead_holder: str | None = None,
     ) -> Lease:
-        async with self._write() as tx:
-            lease = take_lease(
-                await self._lease(tx.conn),
-                holder=holder,
-                pid=pid,
-                host=host,
-                now=now,
-                ttl=ttl,
-                dead_holder=dead_holder,
-            )
-            await tx.conn.execute(
-                "INSERT OR REPLACE INTO lease (id, holder, epoch, pid, host, since, "
-                "heartbeat_at, expires_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    lease.holder,
-                    lease.epoch,
-                    lease.pid,
-                    lease.host,
-                    enc_time(lease.since),
-                    enc_time(lease.heartbeat_at),
-                    enc_time(lease.expires_at),
-                ),
-            )
-        return lease
+        decide = partial(
+            take_lease, holder=holder, pid=pid, host=host, now=now, ttl=ttl, dead_holder=dead_holder
+        )
+        return await self._on_thread(partial(_replace_lease, decide=decide))
 
     async def renew_lease(self, lease: Lease, *, now: datetime, ttl: timedelta) -> Lease:
-        async with self._write() as tx:
-            cur = await tx.conn.execute(
-                "UPDATE lease SET heartbeat_at = ?, expires_at = ? "
-                "WHERE id = 1 AND holder = ? AND epoch = ?",
-                (enc_time(now), enc_time(now + ttl), lease.holder, lease.epoch),
-            )
-            if cur.rowcount != 1:
-                raise LeaseLostError(lease.epoch)
+        times = (enc_time(now), enc_time(now + ttl))
+        await self._on_thread(partial(_renew_lease, lease=lease, times=times))
         return dataclasses.replace(lease, heartbeat_at=utc(now), expires_at=utc(now + ttl))
 
     async def release_lease(self, lease: Lease) -> None:
         """Marks the lease lapsed (expires_at = since) but keeps the row, and its epoch."""
-        async with self._write() as tx:
-            await tx.conn.execute(
-                "UPDATE lease SET expires_at = since WHERE id = 1 AND holder = ? AND epoch = ?",
-                (lease.holder, lease.epoch),
-            )
+        await self._on_thread(partial(_release_lease, lease=lease))
 
     async def current_lease(self) -> Lease | None:
         async with self._read() as conn:
-            return await self._lease(conn)
-
-    @staticmethod
-    async def _lease(conn: aiosqlite.Connection) -> Lease | None:
-        rows = list(
-            await conn.execute_fetchall(
-                "SELECT holder, epoch, pid, host, since, heartbeat_at, expires_at "
-                "FROM lease WHERE id = 1"
-            )
-        )
-        if not rows:
-            return None
-        holder, epoch, pid, host, since, heartbeat_at, expires_at = rows[0]
-        return Lease(
-            holder=holder,
-            epoch=epoch,
-            pid=pid,
-            host=host,
-            since=dec_time(since),
-            heartbeat_at=dec_time(heartbeat_at),
-            expires_at=dec_time(expires_at),
-        )
+            rows = list(await conn.execute_fetchall(_LEASE))
+        return lease_from_row(rows[0]) if rows else None
 
     # ---- run events and logs -------------------------------------------------------------------
 
     async def add_run_event(
         self, run_id: str, kind: str, *, at: datetime, data: Mapping[str, Any] | None = None
     ) -> None:
-        encoded = dumps(dict(data or {}))
-        async with self._write() as tx:
-            try:
-                await tx.conn.execute(
-                    "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)",
-                    (run_id, enc_time(at), kind, encoded),
-                )
-            except sqlite3.IntegrityError as e:  # the foreign key: no such run
-                raise RunNotFoundError(run_id) from e
+        rows = [(run_id, enc_time(at), kind, dumps(dict(data or {})))]
+        await self._on_thread(partial(_insert_for_run, run_id=run_id, sql=_ADD_EVENT, rows=rows))
 
     async def run_events(self, run_id: str) -> list[RunEvent]:
         async with self._read() as conn:
@@ -643,13 +534,7 @@ class SqliteStore:
         if not lines:
             return
         rows = [(run_id, enc_time(at), stream, text) for at, stream, text in lines]
-        async with self._write() as tx:
-            try:
-                await tx.conn.executemany(
-                    "INSERT INTO run_logs (run_id, at, stream, text) VALUES (?, ?, ?, ?)", rows
-                )
-            except sqlite3.IntegrityError as e:
-                raise RunNotFoundError(run_id) from e
+        await self._on_thread(partial(_insert_for_run, run_id=run_id, sql=_ADD_LOG, rows=rows))
 
     async def read_logs(self, run_id: str, *, after_seq: int = 0) -> list[LogLine]:
         async with self._read() as conn:
@@ -663,6 +548,107 @@ class SqliteStore:
             for seq, at, stream, text in rows
         ]
 
+
+# ---- transaction bodies (on the connection's thread, inside `_on_thread`) ----------------------
+
+
+def _ensure_states(tx: SyncTx, rows: Sequence[tuple[str, str, str, str]]) -> None:
+    tx.conn.executemany(_ENSURE_STATE, rows)
+
+
+def _upsert_state(tx: SyncTx, column: str, params: tuple[Any, ...]) -> InstigatorState:
+    """`column` (status or cursor) of one instigator's state set, the row made if new."""
+    row = tx.conn.execute(
+        f"INSERT INTO instigator_state (instigator_kind, instigator_name, {column}, "
+        "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+        f"{column} = excluded.{column}, updated_at = excluded.updated_at "
+        f"RETURNING {STATE_COLUMNS}",
+        params,
+    ).fetchone()
+    return state_from_row(row)
+
+
+def _purge(tx: SyncTx, now: datetime, retention: Retention) -> PurgeCounts:
+    ticks = runs = 0
+    if retention.skipped_ticks is not None:
+        ticks += tx.conn.execute(
+            "DELETE FROM ticks WHERE status = 'SKIPPED' AND tick_at < ?",
+            (enc_time(now - retention.skipped_ticks),),
+        ).rowcount
+    if retention.ticks is not None:
+        ticks += tx.conn.execute(
+            "DELETE FROM ticks WHERE status <> 'SKIPPED' AND tick_at < ?",
+            (enc_time(now - retention.ticks),),
+        ).rowcount
+    if retention.runs is not None:
+        # Events, logs and tag rows go with their runs (ON DELETE CASCADE).
+        runs = tx.conn.execute(
+            f"DELETE FROM runs WHERE status IN {SQL_TERMINAL} AND ended_at < ?",
+            (enc_time(now - retention.runs),),
+        ).rowcount
+        tx.runs_changed = runs > 0
+    return PurgeCounts(ticks=ticks, runs=runs)
+
+
+def _read_lease(conn: sqlite3.Connection) -> Lease | None:
+    row = conn.execute(_LEASE).fetchone()
+    return None if row is None else lease_from_row(row)
+
+
+def _replace_lease(tx: SyncTx, decide: Callable[[Lease | None], Lease]) -> Lease:
+    """The lease `decide` makes of the current one, written in its place."""
+    lease = decide(_read_lease(tx.conn))
+    tx.conn.execute(
+        f"INSERT OR REPLACE INTO lease (id, {LEASE_COLUMNS}) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            lease.holder,
+            lease.epoch,
+            lease.pid,
+            lease.host,
+            enc_time(lease.since),
+            enc_time(lease.heartbeat_at),
+            enc_time(lease.expires_at),
+        ),
+    )
+    return lease
+
+
+def _renew_lease(tx: SyncTx, lease: Lease, times: tuple[str, str]) -> None:
+    """The lease's heartbeat and expiry moved to `times`, if it is still the one held."""
+    cursor = tx.conn.execute(
+        "UPDATE lease SET heartbeat_at = ?, expires_at = ? "
+        "WHERE id = 1 AND holder = ? AND epoch = ?",
+        (*times, lease.holder, lease.epoch),
+    )
+    if cursor.rowcount != 1:
+        raise LeaseLostError(lease.epoch)
+
+
+def _release_lease(tx: SyncTx, lease: Lease) -> None:
+    tx.conn.execute(
+        "UPDATE lease SET expires_at = since WHERE id = 1 AND holder = ? AND epoch = ?",
+        (lease.holder, lease.epoch),
+    )
+
+
+def _insert_for_run(tx: SyncTx, run_id: str, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Rows of a run's events or logs; the foreign key fails when there is no such run."""
+    try:
+        tx.conn.executemany(sql, rows)
+    except sqlite3.IntegrityError as e:
+        raise RunNotFoundError(run_id) from e
+
+
+_ENSURE_STATE = (
+    "INSERT INTO instigator_state (instigator_kind, instigator_name, last_tick_at, "
+    "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+_LEASE = f"SELECT {LEASE_COLUMNS} FROM lease WHERE id = 1"
+
+_ADD_EVENT = "INSERT INTO run_events (run_id, at, kind, data) VALUES (?, ?, ?, ?)"
+
+_ADD_LOG = "INSERT INTO run_logs (run_id, at, stream, text) VALUES (?, ?, ?, ?)"
 
 # A run's events, the first (`run.enqueued`, seq 0) read from the run row itself; stores
 # written before schema version 2 hold it as a row, which is then shown instead.

@@ -223,6 +223,24 @@ def state_from_row(r: Sequence[Any]) -> InstigatorState:
     )
 
 
+# ---- the lease ---------------------------------------------------------------------------
+
+LEASE_COLUMNS = "holder, epoch, pid, host, since, heartbeat_at, expires_at"
+
+
+def lease_from_row(r: Sequence[Any]) -> Lease:
+    """The lease from a row selected as LEASE_COLUMNS."""
+    return Lease(
+        holder=r[0],
+        epoch=r[1],
+        pid=r[2],
+        host=r[3],
+        since=dec_time(r[4]),
+        heartbeat_at=dec_time(r[5]),
+        expires_at=dec_time(r[6]),
+    )
+
+
 # ---- batch dedup bookkeeping --------------------------------------------------------------
 
 

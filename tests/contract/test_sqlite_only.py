@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from daemon.adapters.memory_store import MemoryStore
@@ -292,6 +293,26 @@ async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_no_transactio
     other.close()
     assert [r.run_id for r in result.created] == ["run-00002"]
     assert [r.run_id for r in await store.list_runs(RunQuery())] == ["run-00002"]
+
+
+async def test_a_state_write_cancelled_while_waiting_for_the_lock_still_lands(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """Writes other than run creation are not abandoned: cancelled while another process
+    holds the write lock, they wait for it, commit and return, so the caller knows."""
+    nightly = Instigator(kind=InstigatorKind.SCHEDULE, name="nightly")
+    other = sqlite3.connect(tmp_path / "tickd.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock for 100 ms
+    release = threading.Timer(0.1, other.execute, ("ROLLBACK",))
+    release.start()
+    written = None
+    with anyio.move_on_after(0.03):
+        written = await store.set_cursor(nightly, "c1", now=T0)
+        await anyio.lowlevel.checkpoint()  # the cancellation lands here, after the write
+    release.join()
+    other.close()
+    assert written is not None and written.cursor == "c1"
+    assert (await store.instigator_states())[(nightly.kind, "nightly")].cursor == "c1"
 
 
 HAMMER = textwrap.dedent(
