@@ -45,8 +45,8 @@ from daemon.ticking import (
     Evaluator,
     is_plain,
     next_fire_time,
-    restamped,
     schedule_instigator,
+    stamp,
 )
 
 log = structlog.get_logger("tickd.loop")
@@ -69,6 +69,9 @@ PLAIN_CHUNK = 256
 PREPARE_AHEAD = timedelta(seconds=1)
 PREPARE_MIN = timedelta(milliseconds=20)
 PREPARE_COUNT = 32  # fewer due at one boundary are decided when it comes
+
+# More entries due at once than this are taken off the heap in one pass, not popped.
+BULK_POP = 64
 
 # A batch of more ticks than this is logged by a task of its own, after the committer
 # has taken the next batch.
@@ -272,13 +275,13 @@ class Scheduler:
         while True:
             now = self.clock.now()
             plain: list[Schedule] = []
-            while self._heap and self._heap[0][0] <= now:
-                _, _, key, gen = heapq.heappop(self._heap)
-                if self._generation.get(key) != gen or key in self._inflight:
+            generation, inflight, schedules = self._generation, self._inflight, self._defs.schedules
+            for _, _, key, gen in self._pop_due(now):  # thousands at a fan-out: kept lean
+                if generation.get(key) != gen or key in inflight:
                     continue
-                self._inflight.add(key)
+                inflight.add(key)
                 self._busy += 1
-                sched = self._defs.schedules.get(key[1]) if key[0] is _SCHEDULE else None
+                sched = schedules.get(key[1]) if key[0] is _SCHEDULE else None
                 if sched is not None and is_plain(sched):
                     plain.append(sched)
                 else:
@@ -314,6 +317,21 @@ class Scheduler:
             self._sleeping = False
             self._sleep_scope = None
             self._wake_pending = False
+
+    def _pop_due(self, now: datetime) -> list[tuple[datetime, int, Key, int]]:
+        """The heap's entries due at `now`, in heap order. A few are popped one by one; a
+        boundary that many share (a fan-out) splits the heap in one pass instead, which
+        costs a fraction of ten thousand pops."""
+        heap = self._heap
+        due: list[tuple[datetime, int, Key, int]] = []
+        while heap and heap[0][0] <= now:
+            if len(due) == BULK_POP:
+                due += sorted(e for e in heap if e[0] <= now)
+                heap[:] = [e for e in heap if e[0] > now]
+                heapq.heapify(heap)
+                break
+            due.append(heapq.heappop(heap))
+        return due
 
     def _rebuild_heap(self) -> None:
         """Recompute every instigator's next due time (after load, reload or a state change)."""
@@ -446,7 +464,8 @@ class Scheduler:
                     and ready.last == last
                     and now < ready.until
                 ):
-                    commits = [restamped(c, now) for c in ready.commits]
+                    commits = ready.commits
+                    stamp(commits, now)
                 else:
                     commits = evaluator.plain_schedule_ticks(sched, last_tick_at=last, now=now)
                     evaluated += 1

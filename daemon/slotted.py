@@ -76,3 +76,13 @@ def replacer(cls: type[T], *changed: str) -> Callable[..., T]:
         cls, ", ".join(["__old", *changed]), lambda n: n if n in changed else f"__old.{n}", {}
     )
     return make
+
+
+def slot_setter(cls: type[Any], name: str) -> Callable[[Any, Any], None]:
+    """Sets field `name` of a frozen, slotted `cls` instance in place, for an object that
+    nothing else holds yet (its maker finishing it); frozen objects are otherwise never
+    changed."""
+    if _fields(cls) is None:
+        return lambda obj, value: object.__setattr__(obj, name, value)
+    setter: Callable[[Any, Any], None] = getattr(cls, name).__set__
+    return setter

@@ -34,7 +34,7 @@ from daemon.evaluation import (
     new_run,
     read_answer,
 )
-from daemon.slotted import keyword_constructor, replacer
+from daemon.slotted import keyword_constructor, slot_setter
 
 _ONE_RUN = Answer(requests=(RunRequest(),))
 _new_tick = keyword_constructor(Tick)
@@ -76,22 +76,22 @@ def is_plain(schedule: Schedule) -> bool:
     return schedule.fn is None and schedule.overlap is Overlap.ALLOW
 
 
-_tick_times = replacer(Tick, "started_at", "ended_at")
-_run_created = replacer(Run, "created_at")
-_commit_parts = replacer(TickCommit, "tick", "runs")
+_set_started = slot_setter(Tick, "started_at")
+_set_ended = slot_setter(Tick, "ended_at")
+_set_created = slot_setter(Run, "created_at")
 
 
-def restamped(commit: TickCommit, at: datetime) -> TickCommit:
-    """`commit`, decided ahead of its boundary, as decided at `at`: its tick starts and
-    ends then, and its runs are created then (ids and everything else unchanged)."""
-    runs = commit.runs
-    return _commit_parts(
-        commit,
-        _tick_times(commit.tick, at, at),
-        (_run_created(runs[0], at),)
-        if len(runs) == 1
-        else tuple(_run_created(r, at) for r in runs),
-    )
+def stamp(commits: Sequence[TickCommit], at: datetime) -> None:
+    """Commits decided ahead of their boundary, as decided at `at`: each tick starts and
+    ends then, its runs are created then (ids and all else unchanged). In place: only for
+    commits that nothing else holds yet (the loop's own, before they go to the store);
+    building three objects anew per schedule was a fifth of a 10,000-schedule boundary."""
+    for commit in commits:
+        tick = commit.tick
+        _set_started(tick, at)
+        _set_ended(tick, at)
+        for run in commit.runs:
+            _set_created(run, at)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
