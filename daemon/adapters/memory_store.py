@@ -158,13 +158,17 @@ class MemoryStore:
     async def commit_ticks(
         self, commits: Sequence[TickCommit], *, lease_epoch: int | None = None
     ) -> list[Tick]:
+        """Unlike the other calls, no checkpoint when no other write is under way: it is
+        the hot path of fake-clock tests (a week of minutely ticks is 10,080 commits), and
+        a pass of the event loop per commit was an eighth of their time. Nothing below
+        awaits then: no other write can come in between, as if locked."""
         batches = [Batch.of(commit.runs) for commit in commits]
-        await self._enter()
+        if self._closed:
+            raise StoreClosedError("memory://")
         if self._lock.locked():  # another write is part way: wait for it
             async with self._lock:
                 await self._enter()
                 return self._commit_ticks(commits, batches, lease_epoch)
-        # Nothing below awaits: no other write can come in between, as if locked.
         return self._commit_ticks(commits, batches, lease_epoch)
 
     def _commit_ticks(
