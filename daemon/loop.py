@@ -287,8 +287,11 @@ class Scheduler:
                 else:
                     self._tg.start_soon(self._evaluate, key)
             if plain:
-                with _collector_paused(len(plain) >= PREPARE_COUNT):
+                if len(plain) < PREPARE_COUNT:
                     await self._evaluate_plain(plain)
+                else:
+                    with _collector_paused():
+                        await self._evaluate_plain(plain)
                 continue  # that took a while: see what is due now
             deadline = self._heap[0][0] if self._heap else None
             if deadline is not None and deadline != self._prepared_for:
@@ -733,12 +736,12 @@ class Scheduler:
 
 
 @contextmanager
-def _collector_paused(pause: bool) -> Iterator[None]:
+def _collector_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector (if it runs) over a fan-out: its tens of
     thousands of ticks and runs all live until their commit and form no cycles, and the
     collector would scan them again and again (a fifth of a 10,000-schedule boundary).
     What they leave is freed by reference counting as usual."""
-    if not pause or not gc.isenabled():
+    if not gc.isenabled():
         yield
         return
     gc.disable()

@@ -1,5 +1,7 @@
 """Run statuses and transitions, dedup keys, queue order and concurrency limits."""
 
+import os
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -150,6 +152,26 @@ def test_ids_sort_by_time_and_by_creation_within_a_millisecond():
     assert len(set(ids)) == len(ids)
     later = IdGenerator().new(T0 + timedelta(seconds=1))
     assert later > ids[-1]
+
+
+def test_ids_of_one_millisecond_differ_across_a_fork_and_a_seeded_random():
+    """A millisecond's counter starts at random, from the module's own generator: a
+    forked child (a worker) draws other starts than its parent, and seeding the global
+    `random` (as tests do) does not repeat them."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, IdGenerator().new(T0).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    random.seed(7)
+    first = IdGenerator().new(T0)
+    random.seed(7)
+    second = IdGenerator().new(T0)
+    assert len({IdGenerator().new(T0), child, first, second}) == 4
 
 
 @pytest.mark.parametrize("start", [0, (5 << 48) - 3, (1 << 74) - 200])
