@@ -40,8 +40,10 @@ log = structlog.get_logger("tickd.dispatch")
 T = TypeVar("T")
 
 # The store wakes the dispatcher when another process changes runs (SQLite: a doorbell
-# beside the file); failing that, it re-reads the store's change counter this often.
-CHANGE_FALLBACK_S = 5.0
+# beside the file, or its change counter read every second where there can be none);
+# a ring that went missing is made up for by reading the counter this often. An idle
+# daemon wakes for this, so it is long.
+CHANGE_FALLBACK_S = 30.0
 
 # Group commit: a cycle with moves to write waits up to this long (real time) for runs
 # still executing to report, so that completions close together share one commit.

@@ -142,6 +142,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._generation: dict[Key, int] = {}
         self._states: dict[Key, InstigatorState] = {}
+        self._states_read: Mapping[Key, InstigatorState] | None = None  # the store's last
         self._first_seen: dict[Key, datetime] = {}
         self._restarted_at: dict[Key, datetime] = {}
         self._inflight: set[Key] = set()
@@ -219,6 +220,9 @@ class Scheduler:
     async def refresh_states(self) -> None:
         """Re-read instigator states (an operator's start/stop, a cursor set from the CLI)."""
         states = await self.store.instigator_states()
+        if states is self._states_read:  # the store's same snapshot: nothing changed
+            return
+        self._states_read = states
         now = self.clock.now()
         changed = False
         for key, state in states.items():

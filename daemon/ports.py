@@ -249,8 +249,11 @@ class Store(Protocol):
 
     async def get_tick(self, tick_id: str) -> Tick | None: ...
 
-    async def instigator_states(self) -> dict[tuple[InstigatorKind, str], InstigatorState]:
-        """Every stored instigator state, keyed by (kind, name)."""
+    async def instigator_states(self) -> Mapping[tuple[InstigatorKind, str], InstigatorState]:
+        """Every stored instigator state, keyed by (kind, name): a read-only snapshot. A
+        store may hand out the same object again while no state has changed, so a caller
+        that gets the snapshot it had may skip looking through it (the scheduler does, at
+        every heartbeat)."""
         ...
 
     async def set_instigator_status(

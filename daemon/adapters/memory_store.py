@@ -444,7 +444,7 @@ class MemoryStore:
         await self._enter()
         return self._ticks.get(tick_id)
 
-    async def instigator_states(self) -> dict[tuple[InstigatorKind, str], InstigatorState]:
+    async def instigator_states(self) -> Mapping[tuple[InstigatorKind, str], InstigatorState]:
         await self._enter()
         return dict(self._states)
 

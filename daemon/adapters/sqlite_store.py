@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -94,7 +95,11 @@ T = TypeVar("T")
 # ---- the store -------------------------------------------------------------------------------
 
 
-_States = dict[tuple[InstigatorKind, str], InstigatorState]
+_States = Mapping[tuple[InstigatorKind, str], InstigatorState]
+
+# Without a doorbell (a store path too long for a Unix socket) the change counter is
+# read this often instead.
+NO_BELL_POLL_S = 1.0
 
 SMALL_COMMITS = 64  # of commits that changed no run: one in this many wakes the checkpointer
 
@@ -117,6 +122,8 @@ class SqliteStore:
         self._states: tuple[int, int, _States] | None = None
         self._bell_path = bell_path(Path(location))
         self._bell: Doorbell | None = None
+        self._listening = False
+        self._last_token: int | None = None  # what wait_for_change returned last
         self._checkpointer = Checkpointer(location)
         self._small_commits = 0
         #: For tests: called with a point name ("commit_ticks.after_runs",
@@ -423,11 +430,13 @@ class SqliteStore:
             version = int(await scalar(conn, "PRAGMA data_version"))
             kept = self._states
             if kept is not None and kept[:2] == (version, self._state_writes):
-                return dict(kept[2])
+                return kept[2]  # the same snapshot: nothing changed
             rows = await conn.execute_fetchall(f"SELECT {STATE_COLUMNS} FROM instigator_state")
-            states = {(s.instigator.kind, s.instigator.name): s for s in map(state_from_row, rows)}
+            states = MappingProxyType(
+                {(s.instigator.kind, s.instigator.name): s for s in map(state_from_row, rows)}
+            )
             self._states = (version, self._state_writes, states)
-        return dict(states)
+        return states
 
     async def set_instigator_status(
         self, instigator: Instigator, status: InstigatorStatus, *, now: datetime
@@ -472,12 +481,24 @@ class SqliteStore:
         store object writes its own caller already knows about."""
         if self._bell is None:
             self._bell = Doorbell(self._bell_path)
-            self._bell.listen()  # if it cannot, wait() naps and the token is re-read
-        new = await self._data_version()
-        if new != token:
-            return new
+            self._listening = self._bell.listen()
+        if not self._listening:  # the path is too long for a socket: poll the counter
+            with anyio.move_on_after(max_wait):
+                # Another process's commits can only be seen by reading the counter.
+                while (new := await self._data_version()) == token:  # noqa: ASYNC110
+                    await anyio.sleep(NO_BELL_POLL_S)
+                return new
+            return token
+        # Given back the token it just returned, nothing can have slipped by: a commit
+        # since then has rung the bell, and the ring waits in the socket. Else look first.
+        if token != self._last_token:
+            new = await self._data_version()
+            if new != token:
+                self._last_token = new
+                return new
         await self._bell.wait(max_wait)
-        return await self._data_version()
+        self._last_token = await self._data_version()
+        return self._last_token
 
     async def _data_version(self) -> int:
         async with self._read() as conn:

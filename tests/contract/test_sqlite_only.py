@@ -426,8 +426,12 @@ async def test_instigator_states_follow_writes_of_this_store_and_of_other_proces
     state = (await store.instigator_states())[(nightly.kind, "nightly")]
     assert (state.status, state.cursor) == (InstigatorStatus.RUNNING, "c7")
     again = await store.instigator_states()
-    again.clear()  # the caller's copy: clearing it loses nothing
-    assert (await store.instigator_states())[(nightly.kind, "nightly")].cursor == "c7"
+    assert again is await store.instigator_states()  # unchanged: the same snapshot ...
+    with pytest.raises(TypeError):
+        again[(nightly.kind, "other")] = state  # type: ignore[index]  # ... read-only
+    await store.set_cursor(nightly, "c8", now=T0)
+    assert (await store.instigator_states())[(nightly.kind, "nightly")].cursor == "c8"
+    assert again[(nightly.kind, "nightly")].cursor == "c7"  # a snapshot stays as it was
 
 
 async def test_commits_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> None:
@@ -454,3 +458,47 @@ async def test_commits_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> 
     reopened = await SqliteStore.open(tmp_path / "tickd.db")
     assert len(await reopened.list_runs(RunQuery(limit=None))) == 40
     await reopened.close()
+
+
+async def test_another_process_enqueue_wakes_the_waiter_by_its_doorbell(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """The daemon's dispatcher waits on the doorbell; the CLI (another store object on
+    the file) rings it after committing runs. Given back the token it returned, the store
+    waits without reading; with nothing changed, it returns that token at max_wait."""
+    token = await store.wait_for_change(-1, max_wait=0)
+    assert await store.wait_for_change(token, max_wait=0.01) == token  # nothing changed
+    cli = await SqliteStore.open(tmp_path / "tickd.db")
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def enqueue() -> None:
+                await anyio.sleep(0.05)
+                await cli.create_runs([run(1)])
+
+            tg.start_soon(enqueue)
+            with anyio.fail_after(20):  # the fallback read would come after 60 s
+                new = await store.wait_for_change(token, max_wait=60)
+        assert new != token
+    finally:
+        await cli.close()
+
+
+async def test_without_a_doorbell_the_change_counter_is_polled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store path too long for a Unix socket has no doorbell: the waiter reads the
+    change counter every NO_BELL_POLL_S instead of only at max_wait."""
+    monkeypatch.setattr("daemon.adapters.sqlite_store.NO_BELL_POLL_S", 0.01)
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    waiter = await SqliteStore.open(deep / "tickd.db")
+    cli = await SqliteStore.open(deep / "tickd.db")
+    try:
+        token = await waiter.wait_for_change(-1, max_wait=0)
+        assert not waiter._listening
+        await cli.create_runs([run(1)])
+        with anyio.fail_after(20):
+            assert await waiter.wait_for_change(token, max_wait=60) != token
+    finally:
+        await cli.close()
+        await waiter.close()
