@@ -52,11 +52,13 @@ class Column:
 @dataclass(frozen=True, slots=True)
 class Composite:
     """A column computed by SQLite: `template` with one `{}` per part, each part filled
-    with the expression that reads it (a bound parameter, or a row's value)."""
+    with the expression that reads it (a bound parameter, or a row's value). The parts
+    read what `source` gives of each object (taken once per object)."""
 
     name: str
     template: str
     parts: tuple[Column, ...]
+    source: Callable[[Any], Any]
 
 
 def insert_select(
@@ -67,9 +69,9 @@ def insert_select(
     rows: list[list[Any]] = []  # the differing columns' values
     params: list[Any] = [None]  # ?1: the rows
 
-    def read(column: Column) -> str | int:
+    def read(column: Column, of: Sequence[Any] = objects) -> str | int:
         """`?n` for a value bound once, or the index of a differing column in `rows`."""
-        values = list(map(column.read, objects))
+        values = list(map(column.read, of))
         first = values[0]
         encode = column.encode
         if len(values) == 1 or (column.shared and values.count(first) == len(values)):
@@ -83,10 +85,11 @@ def insert_select(
         rows.append(values if encode is None else list(map(encode, values)))
         return len(rows) - 1
 
-    read_columns = [
-        (c.template, [read(p) for p in c.parts]) if isinstance(c, Composite) else read(c)
-        for c in columns
-    ]
+    def composite(c: Composite) -> tuple[str, list[str | int]]:
+        sources = list(map(c.source, objects))
+        return c.template, [read(p, sources) for p in c.parts]
+
+    read_columns = [composite(c) if isinstance(c, Composite) else read(c) for c in columns]
     if not rows:  # one row, or rows all alike: json_each only counts them
         params[0] = dumps([0] * len(objects))
     elif len(rows) == 1:  # a flat array: `value` is the value itself (or an object's text)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from operator import attrgetter
 from typing import Any
 
 from daemon.adapters.sqlite_batch import Column, Composite, insert_select
@@ -280,18 +279,13 @@ _TICK_COLUMNS = (
 )
 
 
-def _first_decision(field: str) -> Callable[[Tick], Any]:
-    get = attrgetter(field)
-    return lambda tick: get(tick.decisions[0])
-
-
 # The decisions column of a tick with one decision, as `decisions_value` makes it.
 _ONE_DECISION = Composite(
     "decisions",
     "json_object('job', json_array({}), 'outcome', json_array({}), 'run_id', json_array({}),"
     " 'run_key', json_array({}), 'partition_key', json_array({}))",
     tuple(
-        Column(name, _first_decision(name), shared=shared)
+        Column.attr(name, shared=shared)
         for name, shared in (
             ("job", True),
             ("outcome", True),
@@ -300,6 +294,7 @@ _ONE_DECISION = Composite(
             ("partition_key", True),
         )
     ),
+    source=lambda tick: tick.decisions[0],
 )
 _ONE_DECISION_TICK_COLUMNS = tuple(
     _ONE_DECISION if c.name == "decisions" else c for c in _TICK_COLUMNS
