@@ -3,7 +3,7 @@
 Left to itself, SQLite checkpoints inside the commit that grows the log past 1,000 pages:
 that commit waits while the pages are copied and the file is synced (~10 ms on a 2,000-key
 sensor tick here; ~60 ms on the commit of a 10,000-schedule boundary). So the store's own
-connection checkpoints only past BACKSTOP_PAGES, and a thread with a connection of its own
+connection checkpoints only past BACKSTOP_BYTES of log, and a thread with a connection of its own
 checkpoints instead, once commits pause for QUIET_S (a burst of commits is not slowed by
 a copy competing for the CPU), or at the latest QUIET_ROUNDS pauses' worth after the first
 commit not yet copied. Its checkpoints are PASSIVE: they copy what no reader still needs
@@ -19,7 +19,7 @@ import structlog
 
 log = structlog.get_logger("tickd.store")
 
-BACKSTOP_PAGES = 10_000  # ~40 MiB of log: past this a commit checkpoints itself
+BACKSTOP_BYTES = 40 * 2**20  # of log: past this a commit checkpoints itself
 QUIET_S = 0.1
 QUIET_ROUNDS = 20  # a checkpoint waits for a pause at most this many QUIET_S (2 s)
 

@@ -17,7 +17,7 @@ from typing import Any
 import aiosqlite
 import anyio
 
-from daemon.adapters.sqlite_checkpoint import BACKSTOP_PAGES
+from daemon.adapters.sqlite_checkpoint import BACKSTOP_BYTES
 from daemon.errors import (
     NotATickdStoreError,
     StoreBusyError,
@@ -30,6 +30,7 @@ from daemon.errors import (
 APPLICATION_ID = 0x7469636B  # "tick", in the file header at offset 68
 BUSY_TIMEOUT_MS = 5000
 BEGIN_ATTEMPTS = 4  # each waits up to BUSY_TIMEOUT_MS inside SQLite, then we back off
+PAGE_SIZE = 16384  # of a new store file
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -233,6 +234,10 @@ async def _configure(conn: aiosqlite.Connection, location: str) -> None:
         raise NotATickdStoreError(location, f"a SQLite database with application_id {app_id:#x}")
     if version > LATEST_VERSION:
         raise StoreTooNewError(location, version, LATEST_VERSION)
+    # A new file's pages are 16 KiB, not 4: the commit of a 10,000-schedule boundary
+    # writes a fourth as many log frames (~25 ms less of ~200 here). Takes effect only on
+    # a file with no tables yet; a store made with another size keeps it.
+    await conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     mode = await scalar(conn, "PRAGMA journal_mode = WAL")
     if str(mode).lower() != "wal":
         raise StoreLocationError(location, f"cannot use WAL (journal mode {mode})")
@@ -245,7 +250,8 @@ async def _configure(conn: aiosqlite.Connection, location: str) -> None:
     await conn.execute("PRAGMA cache_size = -32768")  # 32 MiB
     # The store's checkpointer thread copies the log back after commits (sqlite_checkpoint);
     # a commit checkpoints itself only past this backstop.
-    await conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+    page_size = await scalar(conn, "PRAGMA page_size")
+    await conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_BYTES // page_size}")
 
 
 async def _migrate(conn: aiosqlite.Connection) -> None:
