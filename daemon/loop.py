@@ -110,12 +110,13 @@ class _Pending:
 class _Prepared:
     """A plain schedule's ticks decided ahead of the boundary `for_`: good at the boundary
     while the definition is the same object, its last tick is `last`, and the clock is
-    before `until` (its next fire time after the boundary, when more would be due)."""
+    before `until` (its next fire time after the boundary, when more would be due). Its
+    `pending` is made ahead too, ready for the committer."""
 
     schedule: Schedule
     last: datetime
     until: datetime
-    commits: list[TickCommit]
+    pending: _Pending
 
 
 class Scheduler:
@@ -471,14 +472,15 @@ class Scheduler:
                     and ready.last == last
                     and now < ready.until
                 ):
-                    commits = ready.commits
+                    pending = ready.pending
+                    commits = pending.commits
                     stamp(commits, now)
                 else:
                     commits = evaluator.plain_schedule_ticks(sched, last_tick_at=last, now=now)
                     evaluated += 1
-                pending = _Pending(
-                    key=key, commits=commits, on_done=self._plain_committed, schedule=sched
-                )
+                    pending = _Pending(
+                        key=key, commits=commits, on_done=self._plain_committed, schedule=sched
+                    )
                 done += 1
                 if commits:
                     chunk.append(pending)
@@ -541,7 +543,10 @@ class Scheduler:
                 commits = evaluator.plain_schedule_ticks(sched, last_tick_at=last, now=boundary)
                 if commits:
                     until = next_fire_time(sched, boundary)
-                    prepared[sched.name] = _Prepared(sched, last, until, commits)
+                    pending = _Pending(
+                        key=key, commits=commits, on_done=self._plain_committed, schedule=sched
+                    )
+                    prepared[sched.name] = _Prepared(sched, last, until, pending)
         finally:
             self._busy -= 1
             self._check_idle()

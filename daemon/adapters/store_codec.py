@@ -261,11 +261,11 @@ class Batch:
         for run in runs:
             if run.status is not RunStatus.QUEUED:
                 raise ValueError(f"run {run.run_id} is {run.status}; new runs must be QUEUED")
-        if len(runs) < 2:
-            return cls(runs, list(runs), [None] * len(runs))
+        if len(runs) < 2:  # a schedule tick's one run: thousands at a fan-out
+            return _new_batch(runs, list(runs), [None] * len(runs))
         kept, dropped = collapse(runs)
         if not dropped:
-            return cls(runs, kept, [None] * len(runs))
+            return _new_batch(runs, kept, [None] * len(runs))
         winner_of: list[Run | None] = []
         k = d = 0
         for run in runs:  # collapse keeps input order in both lists
@@ -306,6 +306,9 @@ class Batch:
             else:
                 deduplicated.append((run, made))
         return created, deduplicated
+
+
+_new_batch = positional_constructor(Batch)
 
 
 def check_unique_ids(runs: Sequence[Run]) -> None:
