@@ -26,7 +26,6 @@ from daemon.adapters.sqlite_checkpoint import BACKSTOP_BYTES
 from daemon.adapters.sqlite_file import (
     APPLICATION_ID,
     LATEST_VERSION,
-    PAGE_SIZE,
     migrations,
     scalar,
 )
@@ -446,8 +445,8 @@ async def test_commits_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> 
     store = await SqliteStore.open(tmp_path / "tickd.db")
     try:
         async with store._read() as conn:
-            assert await scalar(conn, "PRAGMA page_size") == PAGE_SIZE  # a new file's
-            assert await scalar(conn, "PRAGMA wal_autocheckpoint") == BACKSTOP_BYTES // PAGE_SIZE
+            assert await scalar(conn, "PRAGMA page_size") == 4096  # a new file's
+            assert await scalar(conn, "PRAGMA wal_autocheckpoint") == BACKSTOP_BYTES // 4096
         assert store._checkpointer.thread is None  # only reads so far
         for n in range(1, 41):
             await store.create_runs([run(n, run_key=f"k{n}")])
@@ -511,18 +510,18 @@ async def test_without_a_doorbell_the_change_counter_is_polled(
         await waiter.close()
 
 
-async def test_a_store_made_with_smaller_pages_keeps_them(tmp_path: Path) -> None:
-    """New files get PAGE_SIZE pages; a file that already has its page size (a store made
-    by an earlier version) keeps it, and its checkpoint backstop is the same in bytes."""
+async def test_a_store_made_with_other_pages_keeps_them(tmp_path: Path) -> None:
+    """A file whose page size was set before it became a store keeps it, and its
+    checkpoint backstop is the same in bytes."""
     path = tmp_path / "tickd.db"
     with sqlite3.connect(path) as raw:
-        raw.execute("PRAGMA page_size = 4096")
+        raw.execute("PRAGMA page_size = 16384")
         raw.execute("PRAGMA journal_mode = WAL")  # writes the header: the size is fixed
     store = await SqliteStore.open(path)
     try:
         async with store._read() as conn:
-            assert await scalar(conn, "PRAGMA page_size") == 4096
-            assert await scalar(conn, "PRAGMA wal_autocheckpoint") == BACKSTOP_BYTES // 4096
+            assert await scalar(conn, "PRAGMA page_size") == 16384
+            assert await scalar(conn, "PRAGMA wal_autocheckpoint") == BACKSTOP_BYTES // 16384
         await store.create_runs([run(1)])
         assert len(await store.list_runs(RunQuery())) == 1
     finally:

@@ -1,6 +1,6 @@
 """The full-disk test's load: one run per second, catching up everything it missed, each
-logging a few KiB, so that the store needs new pages every few seconds (16 KiB pages
-hold a while of ticks alone) and a full disk shows within the test's wait."""
+logging a few KiB, so that the store needs new pages every few seconds and a full disk
+shows soon within the test's wait."""
 
 from __future__ import annotations
 
