@@ -354,8 +354,10 @@ class Dispatcher:
             try:
                 new = await self.store.wait_for_change(token, max_wait=CHANGE_FALLBACK_S)
             except TickdError as exc:
-                log.error("dispatch.watch_failed", error=str(exc))
-                await anyio.sleep(CHANGE_FALLBACK_S)
+                log.error(
+                    "dispatch.watch_failed", error=str(exc), retry_in_s=STORE_RETRY.total_seconds()
+                )
+                await anyio.sleep(STORE_RETRY.total_seconds())
                 continue
             if new != token:
                 token = new
