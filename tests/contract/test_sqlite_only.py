@@ -3,6 +3,7 @@ migrations, a full disk, and other processes on the same file."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,9 +31,17 @@ from daemon.adapters.sqlite_file import (
     scalar,
 )
 from daemon.adapters.sqlite_store import SqliteStore
+from daemon.adapters.sqlite_ticks import AHEAD_MIN
 from daemon.domain.limits import ConcurrencyLimits
 from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
-from daemon.domain.ticks import InstigatorStatus
+from daemon.domain.ticks import (
+    InstigatorStatus,
+    Outcome,
+    StateUpdate,
+    Tick,
+    TickCommit,
+    TickStatus,
+)
 from daemon.errors import (
     IllegalTransitionError,
     NotATickdStoreError,
@@ -40,7 +49,7 @@ from daemon.errors import (
     StoreLocationError,
     StoreTooNewError,
 )
-from daemon.ports import RunQuery
+from daemon.ports import RunQuery, TickQuery
 
 pytestmark = pytest.mark.anyio
 
@@ -526,3 +535,61 @@ async def test_a_store_made_with_other_pages_keeps_them(tmp_path: Path) -> None:
         assert len(await store.list_runs(RunQuery())) == 1
     finally:
         await store.close()
+
+
+def _fan_out(n: int, at: datetime) -> list[TickCommit]:
+    """n schedules' ticks at `at`, one run each, keyed by the tick time."""
+    key = at.isoformat()
+    commits = []
+    for i in range(n):
+        who = Instigator(kind=InstigatorKind.SCHEDULE, name=f"s{i:05d}")
+        tick = Tick(
+            tick_id=f"tick-{key}-{i:05d}",
+            instigator=who,
+            status=TickStatus.SUCCESS,
+            started_at=at,
+            ended_at=at,
+            scheduled_for=at,
+        )
+        made = Run(
+            run_id=f"run-{key}-{i:05d}",
+            job="job",
+            status=RunStatus.QUEUED,
+            instigator=who,
+            created_at=at,
+            run_key=key,
+            tick_id=tick.tick_id,
+        )
+        commits.append(TickCommit(tick=tick, runs=(made,), state=StateUpdate(last_tick_at=at)))
+    return commits
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+async def test_a_large_commit_makes_its_ticks_ahead_only_when_every_run_is_created(
+    store: SqliteStore, blocked: bool
+) -> None:
+    """From AHEAD_MIN ticks on, the ticks' rows are made on a helper thread assuming every
+    run is created; one run turned away by the unique index (a schedule's tick time run
+    before) sends the commit back to deciding from what the insert did."""
+    at = T0 + timedelta(minutes=1)
+    commits = _fan_out(AHEAD_MIN, at)
+    if blocked:  # s00007's run for this tick time exists already
+        (done,) = await store.commit_ticks(
+            [
+                dataclasses.replace(c, tick=dataclasses.replace(c.tick, tick_id="earlier"))
+                for c in _fan_out(AHEAD_MIN, at)[7:8]
+            ]
+        )
+    ticks = await store.commit_ticks(commits)
+    outcomes = [t.decisions[0].outcome for t in ticks]
+    expected = [Outcome.CREATED] * AHEAD_MIN
+    if blocked:
+        expected[7] = Outcome.DEDUPLICATED_RUN_KEY
+        assert ticks[7].decisions[0].run_id == done.decisions[0].run_id
+    assert outcomes == expected
+    assert [t.decisions[0].run_id for t in ticks if t.decisions[0].outcome is Outcome.CREATED] == [
+        c.runs[0].run_id for c, o in zip(commits, expected, strict=True) if o is Outcome.CREATED
+    ]
+    stored = {t.tick_id: t for t in await store.list_ticks(TickQuery(limit=None))}
+    assert all(stored[t.tick_id] == t for t in ticks)
+    assert len(await store.list_runs(RunQuery(limit=None))) == AHEAD_MIN
