@@ -349,7 +349,7 @@ class Dispatcher:
     async def _watch_store(self) -> None:
         """Wake when another process changed runs (an enqueue from the CLI or client, a
         cancel request), and forward cancel requests to executors."""
-        token = await self.store.wait_for_change(-1, max_wait=0)
+        token = -1  # the first wait returns at once with the store's current token
         while True:
             try:
                 new = await self.store.wait_for_change(token, max_wait=CHANGE_FALLBACK_S)
@@ -357,7 +357,7 @@ class Dispatcher:
                 log.error(
                     "dispatch.watch_failed", error=str(exc), retry_in_s=STORE_RETRY.total_seconds()
                 )
-                await anyio.sleep(STORE_RETRY.total_seconds())
+                await self.clock.sleep_until(self.clock.now() + STORE_RETRY)
                 continue
             if new != token:
                 token = new

@@ -438,3 +438,30 @@ async def test_a_run_s_end_the_store_cannot_write_yet_is_written_later(make, _qu
     assert (await h.store.get_run(run.run_id)).status is RunStatus.SUCCESS
     retried = [e for e in _quiet_logs if e["event"] == "run.finish_failed"]
     assert len(retried) == 2 and retried[0]["retry_in_s"] == STORE_RETRY.total_seconds()
+
+
+class _WatchFailsOnce(MemoryStore):
+    """A store whose first wait for other processes' changes fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    async def wait_for_change(self, token: int, *, max_wait: float) -> int:
+        self.waits += 1
+        if self.waits == 1:
+            raise StoreFullError("memory://", "no space left on device")
+        return await super().wait_for_change(token, max_wait=max_wait)
+
+
+async def test_a_failed_wait_for_other_processes_changes_is_tried_again(make, _quiet_logs):
+    """The watch on other processes' changes survives a store error, its first wait
+    included, and tries again after STORE_RETRY (on the clock)."""
+    h = make({})
+    h.store = h.dispatcher.store = _WatchFailsOnce()
+    await h.start()
+    failed = [e for e in _quiet_logs if e["event"] == "dispatch.watch_failed"]
+    assert len(failed) == 1 and failed[0]["retry_in_s"] == STORE_RETRY.total_seconds()
+    assert h.store.waits == 1
+    await h.clock.advance(STORE_RETRY)
+    assert h.store.waits >= 2  # tried again (and, having its token, waits on)
