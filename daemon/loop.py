@@ -15,7 +15,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -292,11 +292,8 @@ class Scheduler:
                 else:
                     self._tg.start_soon(self._evaluate, key)
             if plain:
-                if len(plain) < PREPARE_COUNT:
+                with _collector_paused() if len(plain) >= PREPARE_COUNT else nullcontext():
                     await self._evaluate_plain(plain)
-                else:
-                    with _collector_paused():
-                        await self._evaluate_plain(plain)
                 continue  # that took a while: see what is due now
             deadline = self._heap[0][0] if self._heap else None
             if deadline is not None and deadline != self._prepared_for:
@@ -478,9 +475,7 @@ class Scheduler:
                 else:
                     commits = evaluator.plain_schedule_ticks(sched, last_tick_at=last, now=now)
                     evaluated += 1
-                    pending = _Pending(
-                        key=key, commits=commits, on_done=self._plain_committed, schedule=sched
-                    )
+                    pending = self._plain_pending(key, sched, commits)
                 done += 1
                 if commits:
                     chunk.append(pending)
@@ -543,13 +538,15 @@ class Scheduler:
                 commits = evaluator.plain_schedule_ticks(sched, last_tick_at=last, now=boundary)
                 if commits:
                     until = next_fire_time(sched, boundary)
-                    pending = _Pending(
-                        key=key, commits=commits, on_done=self._plain_committed, schedule=sched
-                    )
+                    pending = self._plain_pending(key, sched, commits)
                     prepared[sched.name] = _Prepared(sched, last, until, pending)
         finally:
             self._busy -= 1
             self._check_idle()
+
+    def _plain_pending(self, key: Key, sched: Schedule, commits: list[TickCommit]) -> _Pending:
+        """A plain schedule's ticks for the committer, which calls `_plain_committed`."""
+        return _Pending(key=key, commits=commits, on_done=self._plain_committed, schedule=sched)
 
     def _plain_committed(self, pending: _Pending) -> None:
         key, sched = pending.key, pending.schedule

@@ -70,10 +70,7 @@ def commit(
     else:
         if ahead is not None:
             ahead.result()  # not what happened: made again below
-        ticks = [
-            _with_decisions(commit.tick, batch.decisions(resolved))
-            for commit, batch in zip(commits, batches, strict=True)
-        ]
+        ticks = _decided(commits, batches, resolved)
         statements = _tick_statements(ticks)
     _insert_ticks(tx.conn, ticks, statements)
     fault("commit_ticks.after_tick")
@@ -165,12 +162,9 @@ def _insert_runs(
     if lazy and created is None and not resolved:
         return None
     blocked = []
-    made = Outcome.CREATED
     for run in fresh:
         if created is None or run.run_id in created:
-            resolved[run.run_id] = make_decision(
-                run.job, made, run.run_id, run.run_key, run.partition_key
-            )
+            resolved[run.run_id] = decision(run, Outcome.CREATED, run.run_id)
         else:
             blocked.append(run)
     if blocked:  # a schedule's run blocked, or runs of one call blocking each other
@@ -262,6 +256,16 @@ def _probe(conn: sqlite3.Connection, runs: Sequence[Run], resolved: dict[str, De
             resolved[run.run_id] = decision(run, Outcome.DEDUPLICATED_PARTITION, blocker)
 
 
+def _decided(
+    commits: Sequence[TickCommit], batches: Sequence[Batch], resolved: dict[str, Decision]
+) -> list[Tick]:
+    """Each commit's tick with its runs' decisions."""
+    return [
+        _with_decisions(commit.tick, batch.decisions(resolved))
+        for commit, batch in zip(commits, batches, strict=True)
+    ]
+
+
 def _tick_statements(ticks: Sequence[Tick]) -> list[tuple[str, list[Any]]]:
     """The inserts of `ticks`. Ticks of one decision (a schedule's) have it written by
     SQLite from its mostly shared parts; the others as JSON made here."""
@@ -307,18 +311,8 @@ class _TicksAhead:
     def _make(self, commits: Sequence[TickCommit], batches: Sequence[Batch]) -> None:
         try:
             made = Outcome.CREATED
-            ticks = [
-                _with_decisions(
-                    commit.tick,
-                    tuple(
-                        [
-                            make_decision(r.job, made, r.run_id, r.run_key, r.partition_key)
-                            for r in batch.runs
-                        ]
-                    ),
-                )
-                for commit, batch in zip(commits, batches, strict=True)
-            ]
+            created = {r.run_id: decision(r, made, r.run_id) for b in batches for r in b.runs}
+            ticks = _decided(commits, batches, created)
             self._made = ticks, _tick_statements(ticks)
         except BaseException as exc:  # raised in the transaction's thread, by result()
             self._error = exc
