@@ -30,10 +30,10 @@ from bench.common import Figure, percentile, print_table, summarise
 from daemon import RunRequest, Schedule, SensorResult, job, sensor
 from daemon.adapters.sqlite_store import SqliteStore
 from daemon.domain.ids import IdGenerator
-from daemon.domain.ticks import TickCommit
+from daemon.domain.ticks import Tick, TickCommit
 from daemon.loading import Registry
 from daemon.loop import Scheduler
-from daemon.ports import RunQuery
+from daemon.ports import PreparedTicks, RunQuery
 from daemon.ticking import Evaluator
 
 
@@ -63,7 +63,12 @@ class CommitTimer:
         return getattr(self._store, name)
 
     async def commit_ticks(self, commits: Sequence[TickCommit], **kw: Any) -> Any:
-        ticks = await self._store.commit_ticks(commits, **kw)
+        return self._record(await self._store.commit_ticks(commits, **kw))
+
+    async def commit_prepared(self, prepared: PreparedTicks, **kw: Any) -> Any:
+        return self._record(await self._store.commit_prepared(prepared, **kw))
+
+    def _record(self, ticks: list[Tick]) -> list[Tick]:
         done = self._clock.now()
         self.committed.extend((t.scheduled_for, done) for t in ticks if t.scheduled_for)
         return ticks

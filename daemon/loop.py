@@ -37,16 +37,16 @@ from daemon.domain.ticks import (
     Tick,
     TickCommit,
     TickStatus,
+    stamp,
 )
 from daemon.errors import LeaseLostError, TickdError
 from daemon.evaluation import SyncCall
-from daemon.ports import Clock, Store
+from daemon.ports import Clock, PreparedTicks, Store
 from daemon.ticking import (
     Evaluator,
     is_plain,
     next_fire_time,
     schedule_instigator,
-    stamp,
 )
 
 log = structlog.get_logger("tickd.loop")
@@ -119,6 +119,21 @@ class _Prepared:
     pending: _Pending
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Boundary:
+    """The plain schedules due at `at`, decided ahead (`_prepare`), with their commit
+    prepared by the store (`made`). Taken whole at `at` if every one is due as it was
+    prepared (the same heap generation), nothing else changed meanwhile, and the clock is
+    before `until` (the earliest next fire time after `at`): then only the commit is left.
+    """
+
+    at: datetime
+    until: datetime
+    gens: dict[Key, int]
+    pendings: list[_Pending]
+    made: PreparedTicks
+
+
 class Scheduler:
     """Evaluates due schedules and sensors and commits their ticks atomically."""
 
@@ -167,6 +182,7 @@ class Scheduler:
         self._preparer = self._make_evaluator(IdGenerator())
         self._prepared: dict[str, _Prepared] = {}
         self._prepared_for: datetime | None = None
+        self._boundary: _Boundary | None = None
         self._log: structlog.typing.FilteringBoundLogger = log
 
     # ---- public surface ------------------------------------------------------------
@@ -205,7 +221,7 @@ class Scheduler:
         self._defs = definitions
         self._evaluator = self._make_evaluator()
         self._preparer = self._make_evaluator(IdGenerator())
-        self._prepared, self._prepared_for = {}, None
+        self._prepared, self._prepared_for, self._boundary = {}, None, None
         await self._register_schedules()
         await self.refresh_states()
         self._rebuild_heap()
@@ -230,6 +246,8 @@ class Scheduler:
             old = self._states.get(key)
             if old is None or old.status != state.status or old.cursor != state.cursor:
                 changed = True
+            elif old.last_tick_at != state.last_tick_at:
+                self._boundary = None  # decided from the old one
             sched = self._defs.schedules.get(key[1]) if key[0] is InstigatorKind.SCHEDULE else None
             if (
                 sched is not None
@@ -281,7 +299,8 @@ class Scheduler:
             now = self.clock.now()
             plain: list[Schedule] = []
             generation, inflight, schedules = self._generation, self._inflight, self._defs.schedules
-            for _, _, key, gen in self._pop_due(now):  # thousands at a fan-out: kept lean
+            boundary, due = self._take_boundary(now, self._pop_due(now))
+            for _, _, key, gen in due:  # thousands at a fan-out: kept lean
                 if generation.get(key) != gen or key in inflight:
                     continue
                 inflight.add(key)
@@ -291,9 +310,13 @@ class Scheduler:
                     plain.append(sched)
                 else:
                     self._tg.start_soon(self._evaluate, key)
-            if plain:
-                with _collector_paused() if len(plain) >= PREPARE_COUNT else nullcontext():
-                    await self._evaluate_plain(plain)
+            if boundary is not None or plain:
+                many = boundary is not None or len(plain) >= PREPARE_COUNT
+                with _collector_paused() if many else nullcontext():
+                    if boundary is not None:
+                        await self._commit_boundary(boundary, now)
+                    if plain:
+                        await self._evaluate_plain(plain)
                 continue  # that took a while: see what is due now
             deadline = self._heap[0][0] if self._heap else None
             if deadline is not None and deadline != self._prepared_for:
@@ -338,8 +361,39 @@ class Scheduler:
             due.append(heapq.heappop(heap))
         return due
 
+    def _take_boundary(
+        self, now: datetime, due: list[tuple[datetime, int, Key, int]]
+    ) -> tuple[_Boundary | None, list[tuple[datetime, int, Key, int]]]:
+        """The boundary prepared whole (`_Boundary`) if it is due and still good, and the
+        entries of `due` it does not cover; else None and `due`."""
+        boundary = self._boundary
+        if boundary is None or now < boundary.at:
+            return None, due
+        self._boundary = None
+        if now >= boundary.until:
+            return None, due
+        gens, generation, inflight = boundary.gens, self._generation, self._inflight
+        rest = [
+            e
+            for e in due
+            if gens.get(e[2]) != e[3] or generation.get(e[2]) != e[3] or e[2] in inflight
+        ]
+        if len(due) - len(rest) != len(gens):
+            return None, due
+        return boundary, rest
+
+    async def _commit_boundary(self, boundary: _Boundary, now: datetime) -> None:
+        """Commit a boundary's ticks as prepared, decided `now`; each schedule hears how
+        through its pending's `_plain_committed`."""
+        pendings = boundary.pendings
+        self._prepared = {}  # all of them taken
+        self._inflight.update(p.key for p in pendings)
+        self._busy += len(pendings)
+        await self._commit_batch(pendings, prepared=(boundary.made, now))
+
     def _rebuild_heap(self) -> None:
         """Recompute every instigator's next due time (after load, reload or a state change)."""
+        self._boundary = None
         self._heap.clear()
         now = self.clock.now()
         for sched in self._defs.schedules.values():
@@ -521,6 +575,7 @@ class Scheduler:
             self._prepared = prepared
             due = [(key, gen) for at, _, key, gen in self._heap if at == boundary]
             evaluator, schedules = self._preparer, self._defs.schedules
+            gens: dict[Key, int] = {}
             for i, (key, gen) in enumerate(due):
                 if i and not i % PLAIN_CHUNK:
                     await anyio.lowlevel.checkpoint()
@@ -540,6 +595,13 @@ class Scheduler:
                     until = next_fire_time(sched, boundary)
                     pending = self._plain_pending(key, sched, commits)
                     prepared[sched.name] = _Prepared(sched, last, until, pending)
+                    gens[key] = gen
+            if prepared:  # and the commit too, as far as the store can make it ahead
+                pendings = [p.pending for p in prepared.values()]
+                made = await self.store.prepare_ticks([c for p in pendings for c in p.commits])
+                if self._prepared is prepared and self.clock.now() < boundary:
+                    until = min(p.until for p in prepared.values())
+                    self._boundary = _Boundary(boundary, until, gens, pendings, made)
         finally:
             self._busy -= 1
             self._check_idle()
@@ -644,16 +706,24 @@ class Scheduler:
                 finally:
                     self._committing = False
 
-    async def _commit_batch(self, batch: list[_Pending]) -> None:
-        flat = [c for p in batch for c in p.commits]
+    async def _commit_batch(
+        self, batch: list[_Pending], prepared: tuple[PreparedTicks, datetime] | None = None
+    ) -> None:
+        """Commit `batch` in one transaction, or what the store `prepared` of it, at the
+        time given with it; then tell each pending how it went."""
         try:
-            ticks = await self.store.commit_ticks(flat, lease_epoch=self.lease_epoch)
+            if prepared is None:
+                flat = [c for p in batch for c in p.commits]
+                ticks = await self.store.commit_ticks(flat, lease_epoch=self.lease_epoch)
+            else:
+                made, at = prepared
+                ticks = await self.store.commit_prepared(made, at=at, lease_epoch=self.lease_epoch)
         except Exception as exc:
             log.error(
                 "tick.commit_failed",
                 error=str(exc),
                 error_type=type(exc).__name__,
-                ticks=len(flat),
+                ticks=sum(len(p.commits) for p in batch),
                 instigators=len(batch),
                 first_instigators=[p.key[1] for p in batch[:5]],
                 retry_in_s=COMMIT_RETRY.total_seconds(),

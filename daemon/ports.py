@@ -131,6 +131,15 @@ class LogLine:
     text: str
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class PreparedTicks:
+    """Tick commits a store has prepared (`Store.prepare_ticks`): `commits` as given, and
+    whatever the store made of them ahead (`made`, its own business)."""
+
+    commits: Sequence[TickCommit]
+    made: object = None
+
+
 class Store(Protocol):
     """Durable state: runs, ticks, instigator state, the lease, run events and logs.
 
@@ -166,6 +175,20 @@ class Store(Protocol):
         With `lease_epoch`, raises LeaseLostError and writes nothing unless that epoch
         is the store's current lease. Returns the stored ticks in order.
         """
+        ...
+
+    async def prepare_ticks(self, commits: Sequence[TickCommit]) -> PreparedTicks:
+        """Do ahead what a commit of `commits` can do before its time is known (building
+        its rows, say), for `commit_prepared`. Writes nothing. From here on the commits
+        are the store's: the caller changes nothing in them."""
+        ...
+
+    async def commit_prepared(
+        self, prepared: PreparedTicks, *, at: datetime, lease_epoch: int | None = None
+    ) -> list[Tick]:
+        """`commit_ticks` of `prepared.commits` decided at `at`: every tick starts and ends
+        at `at` and every run is created at `at` (the commits are stamped so, in place).
+        The same dedup and atomicity as `commit_ticks`, whatever was made ahead."""
         ...
 
     async def claim_runs(

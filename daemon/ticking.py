@@ -34,7 +34,7 @@ from daemon.evaluation import (
     new_run,
     read_answer,
 )
-from daemon.slotted import keyword_constructor, slot_setter
+from daemon.slotted import keyword_constructor
 
 _ONE_RUN = Answer(requests=(RunRequest(),))
 _new_tick = keyword_constructor(Tick)
@@ -74,24 +74,6 @@ def is_plain(schedule: Schedule) -> bool:
     """A schedule without a function and with overlap='allow': its ticks run no user code
     and read nothing (`Evaluator.plain_schedule_ticks`)."""
     return schedule.fn is None and schedule.overlap is Overlap.ALLOW
-
-
-_set_started = slot_setter(Tick, "started_at")
-_set_ended = slot_setter(Tick, "ended_at")
-_set_created = slot_setter(Run, "created_at")
-
-
-def stamp(commits: Sequence[TickCommit], at: datetime) -> None:
-    """Commits decided ahead of their boundary, as decided at `at`: each tick starts and
-    ends then, its runs are created then (ids and all else unchanged). In place: only for
-    commits that nothing else holds yet (the loop's own, before they go to the store);
-    building three objects anew per schedule was a fifth of a 10,000-schedule boundary."""
-    for commit in commits:
-        tick = commit.tick
-        _set_started(tick, at)
-        _set_ended(tick, at)
-        for run in commit.runs:
-            _set_created(run, at)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -45,6 +45,7 @@ from daemon.domain.ticks import (
     Tick,
     TickCommit,
     TickStatus,
+    stamp,
 )
 from daemon.errors import (
     DuplicateIdError,
@@ -59,6 +60,7 @@ from daemon.ports import (
     Lease,
     LogLine,
     MoveAndClaim,
+    PreparedTicks,
     PurgeCounts,
     Retention,
     RunEvent,
@@ -170,6 +172,16 @@ class MemoryStore:
                 await self._enter()
                 return self._commit_ticks(commits, batches, lease_epoch)
         return self._commit_ticks(commits, batches, lease_epoch)
+
+    async def prepare_ticks(self, commits: Sequence[TickCommit]) -> PreparedTicks:
+        """Nothing to make ahead: rows are objects here."""
+        return PreparedTicks(commits=tuple(commits))
+
+    async def commit_prepared(
+        self, prepared: PreparedTicks, *, at: datetime, lease_epoch: int | None = None
+    ) -> list[Tick]:
+        stamp(prepared.commits, at)
+        return await self.commit_ticks(prepared.commits, lease_epoch=lease_epoch)
 
     def _commit_ticks(
         self, commits: Sequence[TickCommit], batches: list[Batch], lease_epoch: int | None

@@ -11,6 +11,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from daemon.adapters.sqlite_batch import Column, Composite, insert_select
@@ -27,7 +30,7 @@ from daemon.adapters.store_codec import (
     make_decision,
 )
 from daemon.domain.runs import Instigator, InstigatorKind, Run
-from daemon.domain.ticks import Decision, Outcome, Tick, TickCommit
+from daemon.domain.ticks import Decision, Outcome, Tick, TickCommit, stamp, stamp_ticks
 from daemon.errors import DuplicateIdError, LeaseLostError
 from daemon.slotted import replacer
 
@@ -50,13 +53,10 @@ def commit(
     """The lease check (when `lease_epoch` is given), the runs (dedup by the unique
     indexes), the ticks with their decisions, the instigators' states. `fault` is called
     at named points between them (tests raise there)."""
-    if lease_epoch is not None:
-        current = tx.conn.execute("SELECT epoch FROM lease WHERE id = 1").fetchone()
-        if current is None or current[0] != lease_epoch:
-            raise LeaseLostError(lease_epoch)
+    _check_lease(tx.conn, lease_epoch)
     ahead = None
     if len(commits) >= AHEAD_MIN and all(len(b.kept) == len(b.runs) for b in batches):
-        ahead = _TicksAhead(commits, batches)
+        ahead = _Meanwhile(partial(_made_ahead, commits, batches))
     resolved = _insert_runs(
         tx,
         [r for b in batches for r in b.kept],
@@ -66,7 +66,8 @@ def commit(
     fault("commit_ticks.after_runs")
     if resolved is None:  # every run created, as the ticks made ahead assumed
         assert ahead is not None
-        ticks, statements = ahead.result()
+        made: tuple[list[Tick], list[tuple[str, list[Any]]]] = ahead.result()
+        ticks, statements = made
     else:
         if ahead is not None:
             ahead.result()  # not what happened: made again below
@@ -77,6 +78,100 @@ def commit(
     _upsert_states(tx.conn, commits)
     fault("commit_ticks.after_state")
     return ticks
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Prepared:
+    """What `prepare` made of a commit before its time is known: its statements, with
+    that time a parameter (`_AT`) still to be bound, and its ticks with the decisions they
+    get when every run is created."""
+
+    batches: list[Batch]
+    runs: tuple[str, list[Any]] | None  # the runs' insert; None: no runs
+    run_count: int
+    ticks: list[Tick]
+    statements: list[tuple[str, list[Any]]]  # the ticks', then the states'
+
+
+def prepare(commits: Sequence[TickCommit]) -> Prepared | None:
+    """`commits`' statements made ahead, or None for commits that need the store's answers
+    to make theirs: requests a stored run may block (a sensor's, keyed), runs of one tick
+    that collapse, cursors written. A plain schedule's ticks never do."""
+    batches = [Batch.of(commit.runs) for commit in commits]
+    runs = [r for b in batches for r in b.kept]
+    if (
+        any(len(b.kept) != len(b.runs) for b in batches)
+        or any(c.state.set_cursor or c.state.cursor is not None for c in commits)
+        or any(
+            r.instigator.kind is not _SCHEDULE
+            and (r.run_key is not None or r.partition_key is not None)
+            for r in runs
+        )
+    ):
+        return None
+    ticks, statements = _made_ahead(commits, batches, prepared=True)
+    statements.append(
+        insert_select("instigator_state", _PREPARED_STATE_COLUMNS, commits, _KEEP_CURSOR)
+    )
+    insert = insert_select("runs", _PREPARED_RUN_COLUMNS, runs, _INSERT_RUNS_TAIL) if runs else None
+    return Prepared(
+        batches=batches,
+        runs=insert,
+        run_count=len(runs),
+        ticks=ticks,
+        statements=statements,
+    )
+
+
+def commit_prepared(
+    tx: SyncTx,
+    commits: Sequence[TickCommit],
+    prepared: Prepared,
+    at: datetime,
+    *,
+    lease_epoch: int | None,
+    fault: Callable[[str], None],
+) -> list[Tick]:
+    """`commit` of what `prepare` made, decided at `at`. `commits` and the prepared ticks
+    are stamped at `at` on a helper thread while SQLite inserts the runs. If the unique
+    indexes turn a run away, the insert is undone and the commit made as `commit` does."""
+    _check_lease(tx.conn, lease_epoch)
+    when = enc_time(at)
+    stamping = _Meanwhile(partial(_stamp_all, commits, prepared.ticks, at))
+    try:
+        if prepared.runs is not None:
+            sql, params = prepared.runs
+            stamping.start()
+            if not _insert_all(tx.conn, sql, _bound(params, when), prepared.run_count):
+                stamping.result()
+                return commit(tx, commits, prepared.batches, lease_epoch=None, fault=fault)
+            tx.runs_changed = True
+        fault("commit_ticks.after_runs")
+        *ticks, states = [(sql, _bound(params, when)) for sql, params in prepared.statements]
+        _insert_ticks(tx.conn, prepared.ticks, ticks)
+        fault("commit_ticks.after_tick")
+        tx.conn.execute(*states)
+        fault("commit_ticks.after_state")
+    finally:
+        stamping.result()
+    return prepared.ticks
+
+
+def _stamp_all(commits: Sequence[TickCommit], ticks: Sequence[Tick], at: datetime) -> None:
+    stamp(commits, at)
+    stamp_ticks(ticks, at)
+
+
+def _bound(params: list[Any], at: str) -> list[Any]:
+    """`params` with the commit's time where `prepare` left it open."""
+    return [at if p is _AT else p for p in params]
+
+
+def _check_lease(conn: sqlite3.Connection, lease_epoch: int | None) -> None:
+    if lease_epoch is not None:
+        current = conn.execute("SELECT epoch FROM lease WHERE id = 1").fetchone()
+        if current is None or current[0] != lease_epoch:
+            raise LeaseLostError(lease_epoch)
 
 
 def _upsert_states(conn: sqlite3.Connection, commits: Sequence[TickCommit]) -> None:
@@ -182,14 +277,21 @@ def _insert_fresh(
     The row count tells whether all went in; only when some did not is the insert undone
     and made again with RETURNING (its rows cost a tenth of a fan-out's insert)."""
     sql, params = insert_select("runs", _RUN_COLUMNS, fresh, _INSERT_RUNS_TAIL)
-    conn.execute("SAVEPOINT insert_runs")
     if before is not None:
         before()
+    if _insert_all(conn, sql, params, len(fresh)):
+        return None
+    return frozenset(row[0] for row in conn.execute(f"{sql} {_RETURNING}", params))
+
+
+def _insert_all(conn: sqlite3.Connection, sql: str, params: list[Any], count: int) -> bool:
+    """Run the insert `sql`; True if its `count` rows all went in, else undone."""
+    conn.execute("SAVEPOINT insert_runs")
     try:
-        if conn.execute(sql, params).rowcount == len(fresh):
-            return None
+        if conn.execute(sql, params).rowcount == count:
+            return True
         conn.execute("ROLLBACK TO insert_runs")
-        return frozenset(row[0] for row in conn.execute(f"{sql} {_RETURNING}", params))
+        return False
     finally:
         conn.execute("RELEASE insert_runs")
 
@@ -266,17 +368,33 @@ def _decided(
     ]
 
 
-def _tick_statements(ticks: Sequence[Tick]) -> list[tuple[str, list[Any]]]:
+def _tick_statements(
+    ticks: Sequence[Tick], *, prepared: bool = False
+) -> list[tuple[str, list[Any]]]:
     """The inserts of `ticks`. Ticks of one decision (a schedule's) have it written by
-    SQLite from its mostly shared parts; the others as JSON made here."""
+    SQLite from its mostly shared parts; the others as JSON made here. `prepared`: with
+    their times left open (`_AT`)."""
     one = [t for t in ticks if len(t.decisions) == 1]
     other = [t for t in ticks if len(t.decisions) != 1] if len(one) < len(ticks) else []
     statements = []
     if one:
-        statements.append(insert_select("ticks", _ONE_DECISION_TICK_COLUMNS, one))
+        columns = _PREPARED_ONE_DECISION_TICK_COLUMNS if prepared else _ONE_DECISION_TICK_COLUMNS
+        statements.append(insert_select("ticks", columns, one))
     if other:
-        statements.append(insert_select("ticks", _TICK_COLUMNS, other))
+        columns = _PREPARED_TICK_COLUMNS if prepared else _TICK_COLUMNS
+        statements.append(insert_select("ticks", columns, other))
     return statements
+
+
+def _made_ahead(
+    commits: Sequence[TickCommit], batches: Sequence[Batch], *, prepared: bool = False
+) -> tuple[list[Tick], list[tuple[str, list[Any]]]]:
+    """The ticks of `commits` with the decisions they get when every run is created, and
+    their inserts."""
+    made = Outcome.CREATED
+    created = {r.run_id: decision(r, made, r.run_id) for b in batches for r in b.runs}
+    ticks = _decided(commits, batches, created)
+    return ticks, _tick_statements(ticks, prepared=prepared)
 
 
 def _insert_ticks(
@@ -289,40 +407,34 @@ def _insert_ticks(
         raise DuplicateIdError("tick", ", ".join(t.tick_id for t in ticks)) from e
 
 
-class _TicksAhead:
-    """The ticks of a commit with the decisions they get when every run is created, and
-    their inserts, made on a thread of their own while SQLite inserts the runs (which it
-    does without holding the GIL): at a 10,000-schedule boundary, ~25 ms of Python that
-    no longer waits for the runs' ~55 ms. Used only if every run was indeed created.
-    Started as the runs' insert statement starts: before, it would compete for the GIL
-    with the making of that statement."""
+class _Meanwhile:
+    """A function run on a thread of its own while this one waits in SQLite (which runs
+    a statement without holding the GIL): at a 10,000-schedule boundary, the ticks made
+    (or stamped) meanwhile are ~25 ms of Python that no longer waits for the runs' insert.
+    Started as that insert's statement starts: before, it would compete for the GIL with
+    the making of that statement. Its error is raised by `result`."""
 
-    def __init__(self, commits: Sequence[TickCommit], batches: Sequence[Batch]) -> None:
-        self._made: tuple[list[Tick], list[tuple[str, list[Any]]]] | None = None
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn = fn
+        self._made: Any = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._make, args=(commits, batches), name="tickd-ticks-ahead", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="tickd-meanwhile", daemon=True)
 
     def start(self) -> None:
         if self._thread.ident is None:
             self._thread.start()
 
-    def _make(self, commits: Sequence[TickCommit], batches: Sequence[Batch]) -> None:
+    def _run(self) -> None:
         try:
-            made = Outcome.CREATED
-            created = {r.run_id: decision(r, made, r.run_id) for b in batches for r in b.runs}
-            ticks = _decided(commits, batches, created)
-            self._made = ticks, _tick_statements(ticks)
+            self._made = self._fn()
         except BaseException as exc:  # raised in the transaction's thread, by result()
             self._error = exc
 
-    def result(self) -> tuple[list[Tick], list[tuple[str, list[Any]]]]:
+    def result(self) -> Any:
         self.start()  # not started when no run needed inserting
         self._thread.join()
         if self._error is not None:
             raise self._error
-        assert self._made is not None
         return self._made
 
 
@@ -437,3 +549,20 @@ ON CONFLICT (instigator_kind, instigator_name) DO UPDATE SET
 """
 
 _MAX_COMPOUND = 400
+
+# Where a prepared commit's time goes (`prepare`): every row reads this one object, so
+# `insert_select` binds it once, as a parameter `_bound` fills when the commit is made.
+_AT = object()
+
+
+def _at(columns: Sequence[Column | Composite], *names: str) -> tuple[Column | Composite, ...]:
+    return tuple(
+        Column(c.name, lambda _: _AT) if isinstance(c, Column) and c.name in names else c
+        for c in columns
+    )
+
+
+_PREPARED_RUN_COLUMNS = _at(_RUN_COLUMNS, "created_at")
+_PREPARED_TICK_COLUMNS = _at(_TICK_COLUMNS, "started_at", "ended_at")
+_PREPARED_ONE_DECISION_TICK_COLUMNS = _at(_ONE_DECISION_TICK_COLUMNS, "started_at", "ended_at")
+_PREPARED_STATE_COLUMNS = _at(_STATE_COLUMNS, "updated_at")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from daemon.domain.runs import Instigator, Run
+from daemon.slotted import slot_setter
 
 
 class TickStatus(StrEnum):
@@ -105,3 +107,28 @@ class TickCommit:
     tick: Tick
     runs: tuple[Run, ...] = ()
     state: StateUpdate = field(default_factory=StateUpdate)
+
+
+_set_started = slot_setter(Tick, "started_at")
+_set_ended = slot_setter(Tick, "ended_at")
+_set_created = slot_setter(Run, "created_at")
+
+
+def stamp(commits: Iterable[TickCommit], at: datetime) -> None:
+    """Commits decided ahead of their boundary, as decided at `at`: each tick starts and
+    ends then, its runs are created then (ids and all else unchanged). In place: only for
+    commits that nothing else holds yet (the loop's own, until the store has them);
+    building three objects anew per schedule was a fifth of a 10,000-schedule boundary."""
+    for commit in commits:
+        tick = commit.tick
+        _set_started(tick, at)
+        _set_ended(tick, at)
+        for run in commit.runs:
+            _set_created(run, at)
+
+
+def stamp_ticks(ticks: Iterable[Tick], at: datetime) -> None:
+    """`stamp` for ticks alone (ticks a store made ahead from stamped commits)."""
+    for tick in ticks:
+        _set_started(tick, at)
+        _set_ended(tick, at)

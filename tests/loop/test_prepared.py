@@ -64,7 +64,35 @@ async def test_decided_ahead_stamped_and_committed_at_the_late_boundary(running,
     assert len(await store.list_runs(RunQuery(limit=None))) == 2 * N
 
 
-async def test_a_schedule_stopped_after_it_was_decided_does_not_run(running, store, clock):
+def spy_on_prepared_commits(store, monkeypatch):
+    """The number of commits in each `commit_prepared` call."""
+    calls = []
+    real = store.commit_prepared
+
+    async def spy(prepared, **kw):
+        calls.append(len(prepared.commits))
+        return await real(prepared, **kw)
+
+    monkeypatch.setattr(store, "commit_prepared", spy)
+    return calls
+
+
+async def test_a_boundary_decided_whole_is_committed_as_the_store_prepared_it(
+    running, store, clock, monkeypatch
+):
+    calls = spy_on_prepared_commits(store, monkeypatch)
+    sched = await prepared_before_boundary(running, clock, fan_out())
+    await drive(clock, BOUNDARY, sched)
+    assert calls == [N]
+    assert len(await store.list_runs(RunQuery(limit=None))) == N
+    await drive(clock, BOUNDARY + timedelta(minutes=1), sched)
+    assert calls == [N, N]
+
+
+async def test_a_schedule_stopped_after_it_was_decided_does_not_run(
+    running, store, clock, monkeypatch
+):
+    calls = spy_on_prepared_commits(store, monkeypatch)
     sched = await prepared_before_boundary(running, clock, fan_out())
     await store.set_instigator_status(
         schedule_instigator("s00"), InstigatorStatus.STOPPED, now=clock.now()
@@ -74,6 +102,7 @@ async def test_a_schedule_stopped_after_it_was_decided_does_not_run(running, sto
     runs = await store.list_runs(RunQuery(limit=None))
     assert len(runs) == N - 1
     assert "s00" not in {r.instigator.name for r in runs}
+    assert calls == []  # decided again, one by one
 
 
 async def test_a_reload_after_deciding_uses_the_new_definitions(running, store, clock):

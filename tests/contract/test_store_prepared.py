@@ -1,0 +1,140 @@
+"""prepare_ticks and commit_prepared: a commit made ahead is `commit_ticks` of the same
+commits decided at the time given when it commits, with the same dedup and atomicity."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from daemon.domain.runs import Instigator, InstigatorKind, Run
+from daemon.domain.ticks import Outcome, StateUpdate, TickCommit, TickStatus
+from daemon.errors import LeaseLostError
+from daemon.ports import RunQuery, Store, TickQuery
+
+pytestmark = pytest.mark.anyio
+
+AT = datetime(2026, 1, 1, 12, 0, 0, 4321, tzinfo=UTC)
+DUE = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+KEY = DUE.isoformat()
+SENSOR = Instigator(kind=InstigatorKind.SENSOR, name="inbox")
+MakeRun = Callable[..., Run]
+MakeCommit = Callable[..., TickCommit]
+FAULT_POINTS = ["commit_ticks.after_runs", "commit_ticks.after_tick", "commit_ticks.after_state"]
+
+
+class Injected(Exception):
+    pass
+
+
+def schedule(i: int) -> Instigator:
+    return Instigator(kind=InstigatorKind.SCHEDULE, name=f"s{i:03}")
+
+
+def fan_out(make_run: MakeRun, make_commit: MakeCommit, n: int = 5) -> list[TickCommit]:
+    """`n` schedules' ticks due at DUE, one run each, as the loop decides them ahead."""
+    return [
+        make_commit(
+            make_run(run_key=KEY, instigator=schedule(i)),
+            instigator=schedule(i),
+            scheduled_for=DUE,
+            state=StateUpdate(last_tick_at=DUE, last_run_key=KEY),
+        )
+        for i in range(n)
+    ]
+
+
+async def test_a_prepared_commit_is_stored_as_decided_at_its_time(
+    store: Store, make_run: MakeRun, make_commit: MakeCommit
+) -> None:
+    commits = [*fan_out(make_run, make_commit), make_commit(instigator=schedule(9))]
+    prepared = await store.prepare_ticks(commits)
+    assert await store.list_ticks(TickQuery()) == []  # nothing written ahead
+    ticks = await store.commit_prepared(prepared, at=AT)
+    assert [t.tick_id for t in ticks] == [c.tick.tick_id for c in commits]
+    assert {(t.started_at, t.ended_at) for t in ticks} == {(AT, AT)}
+    assert [d.outcome for t in ticks for d in t.decisions] == [Outcome.CREATED] * 5
+    assert [t.status for t in ticks] == [TickStatus.SUCCESS] * 5 + [TickStatus.SKIPPED]
+    assert [d.run_id for t in ticks for d in t.decisions] == [c.runs[0].run_id for c in commits[:5]]
+    assert sorted(await store.list_ticks(TickQuery()), key=lambda t: t.tick_id) == ticks
+    runs = await store.list_runs(RunQuery())
+    assert len(runs) == 5 and {r.created_at for r in runs} == {AT}
+    states = await store.instigator_states()
+    assert {(s.last_tick_at, s.last_run_key, s.updated_at) for s in states.values()} >= {
+        (DUE, KEY, AT)
+    }
+
+
+async def test_a_run_a_stored_run_blocks_is_deduplicated_and_the_rest_created(
+    store: Store, make_run: MakeRun, make_commit: MakeCommit
+) -> None:
+    commits = fan_out(make_run, make_commit)
+    stored = make_run(run_key=KEY, instigator=schedule(2))
+    await store.create_runs([stored])  # a backfill, say, got there first
+    ticks = await store.commit_prepared(await store.prepare_ticks(commits), at=AT)
+    outcomes = [(d.outcome, d.run_id) for t in ticks for d in t.decisions]
+    assert outcomes[2] == (Outcome.DEDUPLICATED_RUN_KEY, stored.run_id)
+    assert [o for o, _ in outcomes[:2] + outcomes[3:]] == [Outcome.CREATED] * 4
+    assert {(t.started_at, t.ended_at) for t in ticks} == {(AT, AT)}
+    runs = await store.list_runs(RunQuery())
+    assert len(runs) == 5
+    assert {r.created_at for r in runs if r.run_id != stored.run_id} == {AT}
+
+
+async def test_commits_that_need_the_stores_answers_are_committed_prepared_too(
+    store: Store, make_run: MakeRun, make_commit: MakeCommit
+) -> None:
+    """A sensor's keyed runs and cursor: nothing is made ahead, the outcome is the same."""
+    await store.create_runs([old := make_run(run_key="f0", instigator=SENSOR)])
+    commit = make_commit(
+        make_run(run_key="f0", instigator=SENSOR),
+        make_run(run_key="f1", instigator=SENSOR),
+        make_run(run_key="f1", instigator=SENSOR),
+        instigator=SENSOR,
+        state=StateUpdate(cursor="c1"),
+    )
+    (tick,) = await store.commit_prepared(await store.prepare_ticks([commit]), at=AT)
+    assert [d.outcome for d in tick.decisions] == [
+        Outcome.DEDUPLICATED_RUN_KEY,
+        Outcome.CREATED,
+        Outcome.DEDUPLICATED_IN_TICK,
+    ]
+    assert tick.decisions[0].run_id == old.run_id
+    assert (tick.started_at, tick.ended_at) == (AT, AT)
+    state = (await store.instigator_states())[(SENSOR.kind, SENSOR.name)]
+    assert state.cursor == "c1"
+
+
+@pytest.mark.parametrize("point", FAULT_POINTS)
+async def test_a_failure_inside_a_prepared_commit_leaves_nothing(
+    store: Store, make_run: MakeRun, make_commit: MakeCommit, point: str
+) -> None:
+    commits = fan_out(make_run, make_commit)
+
+    def fault(at: str) -> None:
+        if at == point:
+            raise Injected(at)
+
+    store.fault = fault  # type: ignore[attr-defined]
+    with pytest.raises(Injected):
+        await store.commit_prepared(await store.prepare_ticks(commits), at=AT)
+    store.fault = None  # type: ignore[attr-defined]
+    assert await store.list_runs(RunQuery()) == []
+    assert await store.list_ticks(TickQuery()) == []
+    assert await store.instigator_states() == {}
+    ticks = await store.commit_prepared(await store.prepare_ticks(commits), at=AT)
+    assert sum(len(t.run_ids) for t in ticks) == 5
+    assert len(await store.list_runs(RunQuery())) == 5
+
+
+async def test_a_prepared_commit_is_fenced_by_the_lease(
+    store: Store, make_run: MakeRun, make_commit: MakeCommit
+) -> None:
+    lease = await store.acquire_lease(holder="a", pid=1, host="h", now=AT, ttl=timedelta(30))
+    prepared = await store.prepare_ticks(fan_out(make_run, make_commit))
+    with pytest.raises(LeaseLostError):
+        await store.commit_prepared(prepared, at=AT, lease_epoch=lease.epoch + 1)
+    assert await store.list_runs(RunQuery()) == []
+    ticks = await store.commit_prepared(prepared, at=AT, lease_epoch=lease.epoch)
+    assert sum(len(t.run_ids) for t in ticks) == 5
