@@ -89,6 +89,7 @@ class Prepared:
     batches: list[Batch]
     runs: tuple[str, list[Any]] | None  # the runs' insert; None: no runs
     run_count: int
+    tags: tuple[str, list[Any]] | None  # their tags' insert; None: no tags
     ticks: list[Tick]
     statements: list[tuple[str, list[Any]]]  # the ticks', then the states'
 
@@ -118,6 +119,7 @@ def prepare(commits: Sequence[TickCommit]) -> Prepared | None:
         batches=batches,
         runs=insert,
         run_count=len(runs),
+        tags=_tags_statement(runs),
         ticks=ticks,
         statements=statements,
     )
@@ -146,6 +148,8 @@ def commit_prepared(
                 stamping.result()
                 return commit(tx, commits, prepared.batches, lease_epoch=None, fault=fault)
             tx.runs_changed = True
+            if prepared.tags is not None:
+                tx.conn.execute(*prepared.tags)
         fault("commit_ticks.after_runs")
         *ticks, states = [(sql, _bound(params, when)) for sql, params in prepared.statements]
         _insert_ticks(tx.conn, prepared.ticks, ticks)
@@ -254,6 +258,9 @@ def _insert_runs(
     created = _insert_fresh(tx.conn, fresh, before_insert)  # None: every one
     if created is None or created:
         tx.runs_changed = True
+        _insert_tags(
+            tx.conn, fresh if created is None else [r for r in fresh if r.run_id in created]
+        )
     if lazy and created is None and not resolved:
         return None
     blocked = []
@@ -282,6 +289,17 @@ def _insert_fresh(
     if _insert_all(conn, sql, params, len(fresh)):
         return None
     return frozenset(row[0] for row in conn.execute(f"{sql} {_RETURNING}", params))
+
+
+def _insert_tags(conn: sqlite3.Connection, created: Sequence[Run]) -> None:
+    """The tag rows of the `created` runs that have tags (one row per pair, for filters)."""
+    if (statement := _tags_statement(created)) is not None:
+        conn.execute(*statement)
+
+
+def _tags_statement(runs: Sequence[Run]) -> tuple[str, list[Any]] | None:
+    tagged = [[r.run_id, r.tags] for r in runs if r.tags]
+    return (_INSERT_TAGS, [dumps(tagged)]) if tagged else None
 
 
 def _insert_all(conn: sqlite3.Connection, sql: str, params: list[Any], count: int) -> bool:
@@ -462,6 +480,11 @@ _RUN_COLUMNS = (
     Column.attr("node_id"),
 )
 _INSERT_RUNS_TAIL = "ON CONFLICT DO NOTHING"
+# [[run_id, {key: value, …}], …] of created runs
+_INSERT_TAGS = """
+INSERT INTO run_tags (run_id, key, value)
+SELECT r.value ->> 0, t.key, t.value FROM json_each(?1) AS r, json_each(r.value -> 1) AS t
+"""
 _RETURNING = "RETURNING run_id"
 
 # The stored runs blocking requests, as (group, index in the group's JSON array, run_id).

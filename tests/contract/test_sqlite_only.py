@@ -78,7 +78,6 @@ SCHEMA = [
     ("table", "run_tags", "run_tags"),
     ("table", "runs", "runs"),
     ("table", "ticks", "ticks"),
-    ("trigger", "runs_tagged", "runs"),
 ]
 
 

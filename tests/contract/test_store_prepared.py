@@ -32,11 +32,13 @@ def schedule(i: int) -> Instigator:
     return Instigator(kind=InstigatorKind.SCHEDULE, name=f"s{i:03}")
 
 
-def fan_out(make_run: MakeRun, make_commit: MakeCommit, n: int = 5) -> list[TickCommit]:
+def fan_out(
+    make_run: MakeRun, make_commit: MakeCommit, n: int = 5, **run: object
+) -> list[TickCommit]:
     """`n` schedules' ticks due at DUE, one run each, as the loop decides them ahead."""
     return [
         make_commit(
-            make_run(run_key=KEY, instigator=schedule(i)),
+            make_run(run_key=KEY, instigator=schedule(i), **run),
             instigator=schedule(i),
             scheduled_for=DUE,
             state=StateUpdate(last_tick_at=DUE, last_run_key=KEY),
@@ -138,3 +140,26 @@ async def test_a_prepared_commit_is_fenced_by_the_lease(
     assert await store.list_runs(RunQuery()) == []
     ticks = await store.commit_prepared(prepared, at=AT, lease_epoch=lease.epoch)
     assert sum(len(t.run_ids) for t in ticks) == 5
+
+
+async def test_tags_are_stored_for_the_runs_created_whichever_way(
+    store: Store, make_run: MakeRun, make_commit: MakeCommit
+) -> None:
+    """Created directly, by a tick, by a prepared tick all created or one turned away:
+    a tag filter finds exactly the runs created, never a duplicate turned away."""
+    tags = {"team": "data"}
+    await store.create_runs([direct := make_run(tags=tags)])
+    first, again = make_run(run_key="k", tags=tags), make_run(run_key="k", tags=tags)
+    await store.commit_ticks([make_commit(first, again)])
+    await store.create_runs([blocker := make_run(run_key=KEY, instigator=schedule(3))])
+    prepared = fan_out(make_run, make_commit, tags=tags)
+    await store.commit_prepared(await store.prepare_ticks(prepared), at=AT)
+    later = [make_commit(make_run(tags=tags, instigator=schedule(7)), instigator=schedule(7))]
+    await store.commit_prepared(await store.prepare_ticks(later), at=AT)
+    expected = {direct.run_id, first.run_id, later[0].runs[0].run_id} | {
+        c.runs[0].run_id for i, c in enumerate(prepared) if i != 3
+    }
+    found = await store.list_runs(RunQuery(tags=tags, limit=None))
+    assert {r.run_id for r in found} == expected
+    assert blocker.run_id not in expected and again.run_id not in expected
+    assert all(r.tags == tags for r in found)
