@@ -183,6 +183,7 @@ class Scheduler:
         self._prepared: dict[str, _Prepared] = {}
         self._prepared_for: datetime | None = None
         self._boundary: _Boundary | None = None
+        self._lasts_moved = 0  # times a refresh moved a last tick under the loop
         self._log: structlog.typing.FilteringBoundLogger = log
 
     # ---- public surface ------------------------------------------------------------
@@ -248,6 +249,7 @@ class Scheduler:
                 changed = True
             elif old.last_tick_at != state.last_tick_at:
                 self._boundary = None  # decided from the old one
+                self._lasts_moved += 1
             sched = self._defs.schedules.get(key[1]) if key[0] is InstigatorKind.SCHEDULE else None
             if (
                 sched is not None
@@ -573,6 +575,7 @@ class Scheduler:
         try:
             prepared: dict[str, _Prepared] = {}
             self._prepared = prepared
+            moved = self._lasts_moved
             due = [(key, gen) for at, _, key, gen in self._heap if at == boundary]
             evaluator, schedules = self._preparer, self._defs.schedules
             gens: dict[Key, int] = {}
@@ -599,7 +602,11 @@ class Scheduler:
             if prepared:  # and the commit too, as far as the store can make it ahead
                 pendings = [p.pending for p in prepared.values()]
                 made = await self.store.prepare_ticks([c for p in pendings for c in p.commits])
-                if self._prepared is prepared and self.clock.now() < boundary:
+                if (
+                    self._prepared is prepared
+                    and self._lasts_moved == moved
+                    and self.clock.now() < boundary
+                ):
                     until = min(p.until for p in prepared.values())
                     self._boundary = _Boundary(boundary, until, gens, pendings, made)
         finally:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from daemon import Schedule, job
-from daemon.domain.ticks import InstigatorStatus, TickStatus
+from daemon.domain.ticks import InstigatorStatus, StateUpdate, Tick, TickCommit, TickStatus
 from daemon.loop import PREPARE_AHEAD, PREPARE_COUNT
 from daemon.ports import RunQuery, TickQuery
 from daemon.testing import drive
@@ -103,6 +103,48 @@ async def test_a_schedule_stopped_after_it_was_decided_does_not_run(
     assert len(runs) == N - 1
     assert "s00" not in {r.instigator.name for r in runs}
     assert calls == []  # decided again, one by one
+
+
+@pytest.mark.parametrize("when", ["after preparing", "while preparing"])
+async def test_a_last_tick_another_writer_moved_drops_the_prepared_commit(
+    running, store, clock, monkeypatch, when
+):
+    """s00's 00:01 tick recorded by someone else once the loop decided it (and seen by a
+    refresh after, or while, the store prepared the commit): the commit prepared whole is
+    dropped, s00 is decided again (nothing left to do), the rest commit one by one."""
+    calls = spy_on_prepared_commits(store, monkeypatch)
+    elsewhere = Tick(
+        tick_id="elsewhere",
+        instigator=schedule_instigator("s00"),
+        status=TickStatus.SKIPPED,
+        started_at=BOUNDARY - PREPARE_AHEAD,
+        scheduled_for=BOUNDARY,
+        skip_reason="recorded elsewhere",
+    )
+
+    async def record_elsewhere(sched):
+        await store.commit_ticks(
+            [TickCommit(tick=elsewhere, state=StateUpdate(last_tick_at=BOUNDARY))]
+        )
+        await sched.refresh_states()
+
+    if when == "while preparing":
+        prepare = store.prepare_ticks
+
+        async def prepare_meanwhile(commits):
+            await record_elsewhere(running.scheduler)
+            return await prepare(commits)
+
+        monkeypatch.setattr(store, "prepare_ticks", prepare_meanwhile)
+    sched = await prepared_before_boundary(running, clock, fan_out())
+    if when == "after preparing":
+        await record_elsewhere(sched)
+    assert sched._boundary is None
+    await drive(clock, BOUNDARY, sched)
+    assert calls == []
+    runs = await store.list_runs(RunQuery(limit=None))
+    assert len(runs) == N - 1
+    assert "s00" not in {r.instigator.name for r in runs}
 
 
 async def test_a_reload_after_deciding_uses_the_new_definitions(running, store, clock):
