@@ -20,6 +20,7 @@ from daemon.domain.ids import IdGenerator
 from daemon.domain.limits import SERIAL_TAG
 from daemon.domain.requests import RunRequest, SensorResult, SkipReason, default_run_key
 from daemon.domain.runs import PRIORITY_TAG, Instigator, Run, RunStatus, priority_of
+from daemon.domain.ticks import KeyedRequests
 from daemon.errors import TickdError
 from daemon.slotted import keyword_constructor
 from daemon.threads import run_in_daemon_thread
@@ -176,6 +177,7 @@ def build_runs(
     tick_id: str | None = None,
     scheduled_for: datetime | None = None,
     bases: dict[str | None, _Base] | None = None,
+    run_ids: Sequence[str] | None = None,
 ) -> list[Run]:
     """Turn requests into QUEUED runs: resolve the job, merge tags, priority and config,
     validate the partition, and give schedule ticks their default run_key.
@@ -184,14 +186,16 @@ def build_runs(
     `#n` for the n-th such request), so a tick resumed after a crash never runs twice.
 
     `bases` may carry, from one call to the next with the same `jobs`, `instigator` and
-    `defaults`, what the job and the instigator give each request for a job.
+    `defaults`, what the job and the instigator give each request for a job. `run_ids`:
+    the requests' run ids, made before (else made here).
     """
     runs: list[Run] = []
     unkeyed = 0
     if bases is None:
         bases = {}
     default_config = defaults.run_config or {}
-    run_ids = ids.many(now, len(requests))
+    if run_ids is None:
+        run_ids = ids.many(now, len(requests))
     queued = RunStatus.QUEUED
     for request, run_id in zip(requests, run_ids, strict=True):
         job_name = request.job or defaults.job
@@ -242,6 +246,66 @@ def build_runs(
             )
         )
     return runs
+
+
+# Fewer requests than this are built into runs at once (`keyed_requests`).
+KEYED_MIN = 64
+
+
+def keyed_requests(
+    what: str,
+    requests: Sequence[RunRequest],
+    *,
+    jobs: Mapping[str, Job],
+    instigator: Instigator,
+    defaults: RunDefaults,
+    now: datetime,
+    ids: IdGenerator,
+    tick_id: str | None = None,
+) -> KeyedRequests | None:
+    """`requests` checked as `build_runs` checks them, for the store to build into runs
+    once it knows which it needs (`KeyedRequests`); None for requests that are few, or
+    where one lacks a run_key of its own or has a partition, tags or a priority (they
+    are built into runs now)."""
+    if len(requests) < KEYED_MIN:
+        return None
+    bases: dict[str | None, _Base] = {}
+    names: list[str] = []
+    keys: list[str] = []
+    for request in requests:
+        run_key = request.run_key
+        if (
+            run_key is None
+            or request.partition_key is not None
+            or request.tags
+            or request.priority is not None
+        ):
+            return None
+        job_name = request.job or defaults.job
+        base = bases.get(job_name)
+        if base is None:
+            base = bases[job_name] = job_base(what, job_name, jobs, instigator, defaults)
+        names.append(base[0])
+        keys.append(run_key)
+    if len(set(keys)) != len(keys):
+        return None
+    run_ids = ids.many(now, len(requests))
+
+    def build(indices: Sequence[int]) -> list[Run]:
+        return build_runs(
+            what,
+            [requests[i] for i in indices],
+            jobs=jobs,
+            instigator=instigator,
+            defaults=defaults,
+            now=now,
+            ids=ids,
+            tick_id=tick_id,
+            bases=dict(bases),  # its own: a store may build on another thread
+            run_ids=[run_ids[i] for i in indices],
+        )
+
+    return KeyedRequests(jobs=tuple(names), run_keys=tuple(keys), build=build)
 
 
 def job_base(

@@ -801,6 +801,7 @@ class Scheduler:
             now=self.clock.now,
             thread_limiter=self._thread_limiter,
             on_abandon=self._on_abandon,
+            keyed=True,
         )
 
     def _on_abandon(self, name: str, call: SyncCall) -> None:

@@ -31,6 +31,7 @@ from daemon.evaluation import (
     build_runs,
     call_user_fn,
     job_base,
+    keyed_requests,
     new_run,
     read_answer,
 )
@@ -85,6 +86,10 @@ class Evaluator:
     now: Callable[[], datetime]
     thread_limiter: anyio.CapacityLimiter | None = None
     on_abandon: Callable[[str, SyncCall], None] | None = None
+    # Many requests that each have a run_key of their own are left for the store to build
+    # into runs once it knows which are not made yet (`KeyedRequests`); off, every request
+    # is built now (previews show them all).
+    keyed: bool = False
     _parts: dict[str, tuple[Schedule, Instigator, RunDefaults, dict[str | None, _Base]]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -458,16 +463,31 @@ class Evaluator:
                     )
                     for i, r in enumerate(requests)
                 )
-            runs = build_runs(
-                what,
-                requests,
-                jobs=self.jobs,
-                instigator=instigator,
-                defaults=RunDefaults(job=default_job),
-                now=started,
-                ids=self.ids,
-                tick_id=tick_id,
-            )
+            defaults = RunDefaults(job=default_job)
+            keyed = None
+            if self.keyed:
+                keyed = keyed_requests(
+                    what,
+                    requests,
+                    jobs=self.jobs,
+                    instigator=instigator,
+                    defaults=defaults,
+                    now=started,
+                    ids=self.ids,
+                    tick_id=tick_id,
+                )
+            runs = []
+            if keyed is None:
+                runs = build_runs(
+                    what,
+                    requests,
+                    jobs=self.jobs,
+                    instigator=instigator,
+                    defaults=defaults,
+                    now=started,
+                    ids=self.ids,
+                    tick_id=tick_id,
+                )
         except EvaluationError as exc:
             tick = self._tick(
                 instigator,
@@ -483,13 +503,13 @@ class Evaluator:
         tick = self._tick(
             instigator,
             tick_id=tick_id,
-            status=TickStatus.SUCCESS if runs else TickStatus.SKIPPED,
+            status=TickStatus.SUCCESS if runs or keyed else TickStatus.SKIPPED,
             started_at=started,
-            skip_reason=None if runs else answer.skip_reason,
+            skip_reason=None if runs or keyed else answer.skip_reason,
             cursor_before=cursor,
             cursor_after=new_cursor,
         )
-        keyed = [r.run_key for r in runs if r.run_key is not None]
+        run_keys = keyed.run_keys if keyed else [r.run_key for r in runs if r.run_key is not None]
         return TickCommit(
             tick=tick,
             runs=tuple(runs),
@@ -497,6 +517,7 @@ class Evaluator:
                 cursor=answer.cursor,
                 set_cursor=answer.set_cursor,
                 last_tick_at=started,
-                last_run_key=keyed[-1] if keyed else None,
+                last_run_key=run_keys[-1] if run_keys else None,
             ),
+            keyed=keyed,
         )

@@ -23,6 +23,7 @@ from daemon.adapters.store_codec import (
     check_unique_ids,
     decision,
     json_copy,
+    keyed_blocked,
     nearest,
     opt_utc,
     take_lease,
@@ -41,6 +42,7 @@ from daemon.domain.ticks import (
     Decision,
     InstigatorState,
     InstigatorStatus,
+    KeyedRequests,
     Outcome,
     Tick,
     TickCommit,
@@ -190,6 +192,10 @@ class MemoryStore:
             raise LeaseLostError(lease_epoch)
         journal, seq, changes = _Journal(), self._seq, self._changes  # as _atomic, inline
         try:
+            batches = [
+                b if c.keyed is None else self._keyed_batch(c.tick.instigator, c.keyed)
+                for c, b in zip(commits, batches, strict=True)
+            ]
             resolved = self._insert_runs([r for b in batches for r in b.kept], journal)
             self._fault("commit_ticks.after_runs")
             # A tick given in UTC is stored as given; it is frozen, so the caller gets the
@@ -213,6 +219,16 @@ class MemoryStore:
             self._seq, self._changes = seq, changes
             raise
         return given
+
+    def _keyed_batch(self, instigator: Instigator, keyed: KeyedRequests) -> Batch:
+        """Runs built for the `keyed` requests whose run_key no stored run holds."""
+        kind, name, by_run_key = instigator.kind, instigator.name, self._by_run_key
+        held = [
+            (i, by_run_key[(kind, name, key)])
+            for i, key in enumerate(keyed.run_keys)
+            if (kind, name, key) in by_run_key
+        ]
+        return Batch.of_keyed(keyed, keyed_blocked(keyed, held))
 
     def _insert_runs(self, kept: Sequence[Run], journal: _Journal) -> dict[str, Decision]:
         check_unique_ids(kept)

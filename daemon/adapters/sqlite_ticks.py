@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -27,10 +27,19 @@ from daemon.adapters.store_codec import (
     dumps,
     enc_opt_time,
     enc_time,
+    keyed_blocked,
     make_decision,
 )
 from daemon.domain.runs import Instigator, InstigatorKind, Run
-from daemon.domain.ticks import Decision, Outcome, Tick, TickCommit, stamp, stamp_ticks
+from daemon.domain.ticks import (
+    Decision,
+    KeyedRequests,
+    Outcome,
+    Tick,
+    TickCommit,
+    stamp,
+    stamp_ticks,
+)
 from daemon.errors import DuplicateIdError, LeaseLostError
 from daemon.slotted import replacer
 
@@ -54,6 +63,14 @@ def commit(
     indexes), the ticks with their decisions, the instigators' states. `fault` is called
     at named points between them (tests raise there)."""
     _check_lease(tx.conn, lease_epoch)
+    probed: set[str] = set()
+    if any(c.keyed is not None for c in commits):
+        batches = [
+            b if c.keyed is None else _keyed_batch(tx.conn, c.tick.instigator, c.keyed)
+            for c, b in zip(commits, batches, strict=True)
+        ]
+        built = [b for c, b in zip(commits, batches, strict=True) if c.keyed is not None]
+        probed = {r.run_id for b in built for r in b.runs}
     ahead = None
     if len(commits) >= AHEAD_MIN and all(len(b.kept) == len(b.runs) for b in batches):
         ahead = _Meanwhile(partial(_made_ahead, commits, batches))
@@ -62,6 +79,7 @@ def commit(
         [r for b in batches for r in b.kept],
         lazy=ahead is not None,
         before_insert=None if ahead is None else ahead.start,
+        probed=probed,
     )
     fault("commit_ticks.after_runs")
     if resolved is None:  # every run created, as the ticks made ahead assumed
@@ -101,7 +119,8 @@ def prepare(commits: Sequence[TickCommit]) -> Prepared | None:
     batches = [Batch.of(commit.runs) for commit in commits]
     runs = [r for b in batches for r in b.kept]
     if (
-        any(len(b.kept) != len(b.runs) for b in batches)
+        any(c.keyed is not None for c in commits)
+        or any(len(b.kept) != len(b.runs) for b in batches)
         or any(c.state.set_cursor or c.state.cursor is not None for c in commits)
         or any(
             r.instigator.kind is not _SCHEDULE
@@ -225,9 +244,11 @@ def _insert_runs(
     *,
     lazy: bool,
     before_insert: Callable[[], None] | None = None,
+    probed: Collection[str] = (),
 ) -> dict[str, Decision] | None:
     """`insert_runs`; when `lazy`, None if every run was created (the caller knows what
     their decisions are). `before_insert` is called as the insert statement starts.
+    `probed`: ids of runs whose keys were looked up in this transaction already.
 
     The unique indexes decide: rows go in with ON CONFLICT DO NOTHING. Mostly every row
     goes in, which the statement's row count says; otherwise the insert is undone (to a
@@ -249,6 +270,7 @@ def _insert_runs(
         for r in kept
         if (r.run_key is not None or r.partition_key is not None)
         and r.instigator.kind is not _SCHEDULE
+        and r.run_id not in probed
     ]
     if keyed:
         _probe(tx.conn, keyed, resolved)
@@ -374,6 +396,14 @@ def _probe(conn: sqlite3.Connection, runs: Sequence[Run], resolved: dict[str, De
     for run, blocker in by_partition:
         if run.run_id not in resolved:
             resolved[run.run_id] = decision(run, Outcome.DEDUPLICATED_PARTITION, blocker)
+
+
+def _keyed_batch(conn: sqlite3.Connection, instigator: Instigator, keyed: KeyedRequests) -> Batch:
+    """The runs of `keyed` requests whose run_key no stored run holds, built once the
+    run_key index has said which (one statement)."""
+    params = [0, dumps(keyed.run_keys), instigator.kind, instigator.name]
+    rows = conn.execute(_PROBE_RUN_KEYS, params).fetchall()
+    return Batch.of_keyed(keyed, keyed_blocked(keyed, ((i, blocker) for _, i, blocker in rows)))
 
 
 def _decided(

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from daemon.domain.requests import collapse
@@ -20,6 +21,7 @@ from daemon.domain.ticks import (
     Decision,
     InstigatorState,
     InstigatorStatus,
+    KeyedRequests,
     Outcome,
     Tick,
     TickStatus,
@@ -250,11 +252,14 @@ class Batch:
 
     `kept` go to the store; `winner_of[i]` is None for a kept run, else the kept run
     that the i-th run duplicates (same run_key or partition earlier in the batch).
+    `decided`: requests (by position among all of the batch's requests) that a stored run
+    blocked before they became runs (`of_keyed`); `runs` are the others, in order.
     """
 
     runs: Sequence[Run]
     kept: list[Run]
     winner_of: list[Run | None]
+    decided: Mapping[int, Decision]
 
     @classmethod
     def of(cls, runs: Sequence[Run]) -> Batch:
@@ -262,10 +267,10 @@ class Batch:
             if run.status is not RunStatus.QUEUED:
                 raise ValueError(f"run {run.run_id} is {run.status}; new runs must be QUEUED")
         if len(runs) < 2:  # a schedule tick's one run: thousands at a fan-out
-            return _new_batch(runs, list(runs), [None] * len(runs))
+            return _new_batch(runs, list(runs), [None] * len(runs), _NONE_DECIDED)
         kept, dropped = collapse(runs)
         if not dropped:
-            return _new_batch(runs, kept, [None] * len(runs))
+            return _new_batch(runs, kept, [None] * len(runs), _NONE_DECIDED)
         winner_of: list[Run | None] = []
         k = d = 0
         for run in runs:  # collapse keeps input order in both lists
@@ -275,13 +280,24 @@ class Batch:
             else:
                 winner_of.append(dropped[d][1])
                 d += 1
-        return cls(runs, kept, winner_of)
+        return cls(runs, kept, winner_of, _NONE_DECIDED)
+
+    @classmethod
+    def of_keyed(cls, keyed: KeyedRequests, blocked: Mapping[int, Decision]) -> Batch:
+        """The batch of `keyed` requests once the store knows which a stored run blocks
+        (`blocked`, by request position, with their decisions): runs for the others."""
+        runs = keyed.build([i for i in range(len(keyed.run_keys)) if i not in blocked])
+        return cls(runs, list(runs), [None] * len(runs), blocked)
 
     def decisions(self, resolved: Mapping[str, Decision]) -> tuple[Decision, ...]:
         """Every run's decision, in batch order. `resolved` maps each kept run's id to its
         decision: CREATED, or deduplicated against a stored run. A duplicate within the
         batch is DEDUPLICATED_IN_TICK against the run its winner resolved to, so a
         decision's run_id always names a stored run."""
+        if self.decided:
+            made = iter([resolved[run.run_id] for run in self.runs])
+            count = len(self.decided) + len(self.runs)
+            return tuple(self.decided.get(i) or next(made) for i in range(count))
         if len(self.kept) == len(self.runs):  # no duplicates within the batch
             return tuple([resolved[run.run_id] for run in self.runs])
         in_tick = Outcome.DEDUPLICATED_IN_TICK
@@ -309,6 +325,15 @@ class Batch:
 
 
 _new_batch = positional_constructor(Batch)
+_NONE_DECIDED: Mapping[int, Decision] = MappingProxyType({})
+
+
+def keyed_blocked(keyed: KeyedRequests, blockers: Iterable[tuple[int, str]]) -> dict[int, Decision]:
+    """The decisions of `keyed` requests that stored runs block: (request position,
+    blocking run id) pairs, each request's run_key held by that run."""
+    by_key = Outcome.DEDUPLICATED_RUN_KEY
+    jobs, keys = keyed.jobs, keyed.run_keys
+    return {i: make_decision(jobs[i], by_key, blocker, keys[i], None) for i, blocker in blockers}
 
 
 def check_unique_ids(runs: Sequence[Run]) -> None:

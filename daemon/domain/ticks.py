@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -96,17 +96,33 @@ class StateUpdate:
     last_run_key: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class KeyedRequests:
+    """A tick's requests not yet built into runs: each has a run_key no other has, none a
+    partition, tags or a priority of its own. A sensor mostly asks again for what it
+    asked for before, so the store first finds which keys a stored run holds and builds
+    runs only for the others: `build(indices)` gives the runs of those requests, in
+    order. It changes nothing shared (the run ids were made with the requests), so a
+    store may call it on any thread."""
+
+    jobs: tuple[str, ...]  # per request
+    run_keys: tuple[str, ...]
+    build: Callable[[Sequence[int]], list[Run]]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TickCommit:
     """One instigator's tick as the loop hands it to the store: all or nothing.
 
     `tick.decisions` is ignored: the store decides, from its unique indexes, which of
-    `runs` it created and which were deduplicated, and returns the tick with them.
+    `runs` (or of the `keyed` requests, which a commit has instead) it created and which
+    were deduplicated, and returns the tick with them, in request order.
     """
 
     tick: Tick
     runs: tuple[Run, ...] = ()
     state: StateUpdate = field(default_factory=StateUpdate)
+    keyed: KeyedRequests | None = None
 
 
 _set_started = slot_setter(Tick, "started_at")

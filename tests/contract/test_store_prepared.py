@@ -1,15 +1,16 @@
 """prepare_ticks and commit_prepared: a commit made ahead is `commit_ticks` of the same
-commits decided at the time given when it commits, with the same dedup and atomicity."""
+commits decided at the time given when it commits, with the same dedup and atomicity.
+And keyed requests: a commit whose runs the store builds once it knows which it needs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from daemon.domain.runs import Instigator, InstigatorKind, Run
-from daemon.domain.ticks import Outcome, StateUpdate, TickCommit, TickStatus
+from daemon.domain.ticks import KeyedRequests, Outcome, StateUpdate, TickCommit, TickStatus
 from daemon.errors import LeaseLostError
 from daemon.ports import RunQuery, Store, TickQuery
 
@@ -163,3 +164,88 @@ async def test_tags_are_stored_for_the_runs_created_whichever_way(
     assert {r.run_id for r in found} == expected
     assert blocker.run_id not in expected and again.run_id not in expected
     assert all(r.tags == tags for r in found)
+
+
+def keyed(make_run: MakeRun, keys: list[str], built: list[list[int]]) -> KeyedRequests:
+    """SENSOR's requests for `keys` (job "job"); each build call's indices go to `built`."""
+    runs = [make_run(run_key=k, instigator=SENSOR) for k in keys]
+
+    def build(indices: Sequence[int]) -> list[Run]:
+        built.append(list(indices))
+        return [runs[i] for i in indices]
+
+    return KeyedRequests(jobs=("job",) * len(keys), run_keys=tuple(keys), build=build)
+
+
+async def test_keyed_requests_become_runs_only_where_no_stored_run_holds_the_key(
+    store: Store, make_run: MakeRun, make_commit: MakeCommit
+) -> None:
+    held = [make_run(run_key=k, instigator=SENSOR) for k in ("k1", "k3")]
+    await store.create_runs(held)
+    built: list[list[int]] = []
+    requests = keyed(make_run, ["k0", "k1", "k2", "k3", "k4"], built)
+    commit = make_commit(instigator=SENSOR, status=TickStatus.SUCCESS)
+    commit = TickCommit(tick=commit.tick, keyed=requests, state=StateUpdate(cursor="c"))
+    (tick,) = await store.commit_ticks([commit])
+    assert built == [[0, 2, 4]]
+    assert [(d.outcome, d.run_key) for d in tick.decisions] == [
+        (Outcome.CREATED, "k0"),
+        (Outcome.DEDUPLICATED_RUN_KEY, "k1"),
+        (Outcome.CREATED, "k2"),
+        (Outcome.DEDUPLICATED_RUN_KEY, "k3"),
+        (Outcome.CREATED, "k4"),
+    ]
+    assert [tick.decisions[i].run_id for i in (1, 3)] == [r.run_id for r in held]
+    runs = await store.list_runs(RunQuery(limit=None))
+    assert sorted(r.run_key for r in runs) == ["k0", "k1", "k2", "k3", "k4"]
+    assert await store.get_tick(tick.tick_id) == tick
+    state = (await store.instigator_states())[(SENSOR.kind, SENSOR.name)]
+    assert state.cursor == "c"
+
+
+async def test_keyed_requests_of_one_call_block_each_other_and_all_held_build_nothing(
+    store: Store, make_run: MakeRun, make_commit: MakeCommit
+) -> None:
+    built: list[list[int]] = []
+    first = keyed(make_run, ["a", "b"], built)
+    second = keyed(make_run, ["b", "c"], built)
+    commits = [
+        TickCommit(tick=make_commit(instigator=SENSOR, status=TickStatus.SUCCESS).tick, keyed=k)
+        for k in (first, second)
+    ]
+    one, two = await store.commit_ticks(commits)
+    assert [d.outcome for d in one.decisions] == [Outcome.CREATED] * 2
+    assert [d.outcome for d in two.decisions] == [Outcome.DEDUPLICATED_RUN_KEY, Outcome.CREATED]
+    assert two.decisions[0].run_id == one.decisions[1].run_id
+    assert len(await store.list_runs(RunQuery(limit=None))) == 3
+    again = keyed(make_run, ["a", "b", "c"], built := [])
+    tick = make_commit(instigator=SENSOR, status=TickStatus.SUCCESS).tick
+    (three,) = await store.commit_ticks([TickCommit(tick=tick, keyed=again)])
+    assert built == [[]]
+    assert [d.outcome for d in three.decisions] == [Outcome.DEDUPLICATED_RUN_KEY] * 3
+    assert len(await store.list_runs(RunQuery(limit=None))) == 3
+
+
+@pytest.mark.parametrize("point", FAULT_POINTS)
+async def test_a_failure_inside_a_keyed_commit_leaves_nothing(
+    store: Store, make_run: MakeRun, make_commit: MakeCommit, point: str
+) -> None:
+    requests = keyed(make_run, ["x", "y"], [])
+    commit = TickCommit(
+        tick=make_commit(instigator=SENSOR, status=TickStatus.SUCCESS).tick,
+        keyed=requests,
+        state=StateUpdate(cursor="c1"),
+    )
+
+    def fault(at: str) -> None:
+        if at == point:
+            raise Injected(at)
+
+    store.fault = fault  # type: ignore[attr-defined]
+    with pytest.raises(Injected):
+        await store.commit_ticks([commit])
+    store.fault = None  # type: ignore[attr-defined]
+    assert await store.list_runs(RunQuery()) == []
+    assert await store.list_ticks(TickQuery()) == []
+    (tick,) = await store.commit_ticks([commit])
+    assert [d.outcome for d in tick.decisions] == [Outcome.CREATED] * 2
