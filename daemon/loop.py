@@ -1,9 +1,11 @@
 """The scheduler loop: a heap of next-due times, evaluations, and group commits.
 
 It sleeps until the earliest due schedule or sensor (or until woken by a change),
-starts one evaluation task per due instigator (bounded), and a single committer writes
-whatever evaluations have finished in one store transaction. A slow sensor therefore
-never delays the others: nothing waits for a batch to fill.
+starts one evaluation task per due instigator (bounded), and hands what they evaluated
+to the committer (`daemon.committer`), which writes whatever has finished in one store
+transaction. A slow sensor therefore never delays the others: nothing waits for a batch
+to fill. Plain schedules due together at a boundary are decided, and their commit
+prepared, up to a second ahead of it (`_prepare`).
 
 Imports ports, never adapters.
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 import gc
 import heapq
 import itertools
-import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ import anyio
 import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from daemon.committer import COMMIT_RETRY, Committer, Pending
 from daemon.definitions import Job, RunStatusSensor, Schedule, Sensor
 from daemon.domain.firing import Overlap, jitter_offset
 from daemon.domain.ids import IdGenerator
@@ -34,9 +35,7 @@ from daemon.domain.ticks import (
     InstigatorState,
     InstigatorStatus,
     Outcome,
-    Tick,
     TickCommit,
-    TickStatus,
     stamp,
 )
 from daemon.errors import LeaseLostError, TickdError
@@ -55,9 +54,6 @@ Key = tuple[InstigatorKind, str]
 _SCHEDULE = InstigatorKind.SCHEDULE
 _CREATED = Outcome.CREATED
 
-# After a failed commit (store unavailable, disk full) an instigator is retried after this.
-COMMIT_RETRY = timedelta(seconds=5)
-
 # Due schedules without a function are evaluated in chunks of this many; each chunk goes
 # to the committer as soon as it is built, so the store commits one chunk while the next
 # is built.
@@ -72,10 +68,6 @@ PREPARE_COUNT = 32  # fewer due at one boundary are decided when it comes
 
 # More entries due at once than this are taken off the heap in one pass, not popped.
 BULK_POP = 64
-
-# A batch of more ticks than this is logged by a task of its own, after the committer
-# has taken the next batch.
-LOG_INLINE = 32
 
 
 class Definitions(Protocol):
@@ -92,21 +84,6 @@ class Definitions(Protocol):
 
 
 @dataclass(slots=True)
-class _Pending:
-    """Evaluated ticks of one instigator waiting for the committer (they commit in one
-    transaction), and who hears the outcome: `on_done`, called by the committer, or
-    whoever waits for `done`."""
-
-    key: Key
-    commits: list[TickCommit]
-    done: anyio.Event | None = None
-    on_done: Callable[[_Pending], None] | None = None
-    schedule: Schedule | None = None  # the definition evaluated, for `on_done`
-    result: list[Tick] | None = None
-    error: BaseException | None = None
-
-
-@dataclass(slots=True)
 class _Prepared:
     """A plain schedule's ticks decided ahead of the boundary `for_`: good at the boundary
     while the definition is the same object, its last tick is `last`, and the clock is
@@ -116,7 +93,7 @@ class _Prepared:
     schedule: Schedule
     last: datetime
     until: datetime
-    pending: _Pending
+    pending: Pending
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -130,7 +107,7 @@ class _Boundary:
     at: datetime
     until: datetime
     gens: dict[Key, int]
-    pendings: list[_Pending]
+    pendings: list[Pending]
     made: PreparedTicks
 
 
@@ -165,12 +142,10 @@ class Scheduler:
         self._abandoned: dict[str, SyncCall] = {}
         self._eval_limiter = anyio.CapacityLimiter(max_concurrent_evaluations)
         self._thread_limiter = anyio.CapacityLimiter(max(4, max_concurrent_evaluations))
-        self._send: MemoryObjectSendStream[_Pending] | None = None
+        self._committer: Committer | None = None
         self._sleep_scope: anyio.CancelScope | None = None
         self._wakeup: anyio.Event | None = None  # set by wake() while nothing is due
         self._wake_pending = False
-        self._handed = 0  # pendings sent to the committer that it has not taken yet
-        self._committing = False
         self._sleeping = False
         self._sleep_deadline: datetime | None = None
         self._busy = 0
@@ -193,19 +168,24 @@ class Scheduler:
         await self._register_schedules()
         await self.refresh_states()
         self._log = log.bind()  # bound once: a tick's log line is on the hot path
-        send, recv = anyio.create_memory_object_stream[_Pending](math.inf)
-        with send:
-            self._send = send
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                tg.start_soon(self._committer, recv)
-                self._rebuild_heap()
-                log.info(
-                    "scheduler.started",
-                    **self.status_counts(),
-                    next_due=self._heap[0][0].isoformat() if self._heap else None,
-                )
-                await self._main()
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self._committer = Committer(
+                self.store,
+                tg=tg,
+                work=self._work,
+                logger=self._log,
+                lease_epoch=self.lease_epoch,
+                on_enqueued=self.on_enqueued,
+            )
+            tg.start_soon(self._committer.run)
+            self._rebuild_heap()
+            log.info(
+                "scheduler.started",
+                **self.status_counts(),
+                next_due=self._heap[0][0].isoformat() if self._heap else None,
+            )
+            await self._main()
 
     def wake(self) -> None:
         """Re-read the heap now (after a change of definitions or states)."""
@@ -391,7 +371,8 @@ class Scheduler:
         self._prepared = {}  # all of them taken
         self._inflight.update(p.key for p in pendings)
         self._busy += len(pendings)
-        await self._commit_batch(pendings, prepared=(boundary.made, now))
+        assert self._committer is not None, "the scheduler is not running"
+        await self._committer.commit(pendings, prepared=(boundary.made, now))
 
     def _rebuild_heap(self) -> None:
         """Recompute every instigator's next due time (after load, reload or a state change)."""
@@ -502,9 +483,10 @@ class Scheduler:
         so the store commits it while the next is built. The only chunk, with the committer
         idle, the loop commits itself (no hand-over).
         """
-        assert self._send is not None, "the scheduler is not running"
+        committer = self._committer
+        assert committer is not None, "the scheduler is not running"
         evaluator, prepared = self._evaluator, self._prepared
-        chunk: list[_Pending] = []
+        chunk: list[Pending] = []
         handed = False
         evaluated = 0  # since the last hand-over
         done = 0
@@ -538,9 +520,9 @@ class Scheduler:
                 else:  # nothing due after all (the heap ran early): just reschedule
                     pending.result = []
                     self._plain_committed(pending)
-            if chunk and not handed and self._handed == 0 and not self._committing:
+            if chunk and not handed and committer.idle:
                 chunk, last_chunk = [], chunk
-                await self._commit_batch(last_chunk)
+                await committer.commit(last_chunk)
             elif chunk:
                 self._hand_over(chunk)
                 chunk = []
@@ -551,11 +533,9 @@ class Scheduler:
                 self._busy -= 1
             self._check_idle()
 
-    def _hand_over(self, chunk: list[_Pending]) -> None:
-        assert self._send is not None, "the scheduler is not running"
-        self._handed += len(chunk)
-        for pending in chunk:
-            self._send.send_nowait(pending)
+    def _hand_over(self, chunk: list[Pending]) -> None:
+        assert self._committer is not None, "the scheduler is not running"
+        self._committer.hand_over(chunk)
 
     def _worth_preparing(self, boundary: datetime) -> bool:
         """Whether enough instigators are due at `boundary` for deciding ahead to pay for
@@ -613,11 +593,11 @@ class Scheduler:
             self._busy -= 1
             self._check_idle()
 
-    def _plain_pending(self, key: Key, sched: Schedule, commits: list[TickCommit]) -> _Pending:
+    def _plain_pending(self, key: Key, sched: Schedule, commits: list[TickCommit]) -> Pending:
         """A plain schedule's ticks for the committer, which calls `_plain_committed`."""
-        return _Pending(key=key, commits=commits, on_done=self._plain_committed, schedule=sched)
+        return Pending(key=key, commits=commits, on_done=self._plain_committed, schedule=sched)
 
-    def _plain_committed(self, pending: _Pending) -> None:
+    def _plain_committed(self, pending: Pending) -> None:
         key, sched = pending.key, pending.schedule
         assert sched is not None
         ok = pending.error is None
@@ -671,15 +651,11 @@ class Scheduler:
     async def _commit_many(self, items: list[tuple[Key, list[TickCommit]]]) -> dict[Key, bool]:
         """Hand ticks to the committer (they join whatever batch it takes next) and wait
         for the outcome; True per key when its ticks are stored."""
-        assert self._send is not None, "the scheduler is not running"
-        pendings = [
-            _Pending(key=key, commits=commits, done=anyio.Event()) for key, commits in items
-        ]
+        assert self._committer is not None, "the scheduler is not running"
+        pendings = [Pending(key=key, commits=commits, done=anyio.Event()) for key, commits in items]
         self._busy += 1
         try:
-            self._handed += len(pendings)
-            for pending in pendings:
-                self._send.send_nowait(pending)
+            self._committer.hand_over(pendings)
             for pending in pendings:
                 assert pending.done is not None
                 await pending.done.wait()
@@ -696,81 +672,6 @@ class Scheduler:
             self._remember(pending.key, pending.commits)
             outcomes[pending.key] = True
         return outcomes
-
-    async def _committer(self, recv: MemoryObjectReceiveStream[_Pending]) -> None:
-        async with recv:
-            async for first in recv:
-                batch = [first]
-                while True:
-                    try:
-                        batch.append(recv.receive_nowait())
-                    except anyio.WouldBlock:
-                        break
-                self._handed -= len(batch)
-                self._committing = True
-                try:
-                    await self._commit_batch(batch)
-                finally:
-                    self._committing = False
-
-    async def _commit_batch(
-        self, batch: list[_Pending], prepared: tuple[PreparedTicks, datetime] | None = None
-    ) -> None:
-        """Commit `batch` in one transaction, or what the store `prepared` of it, at the
-        time given with it; then tell each pending how it went."""
-        try:
-            if prepared is None:
-                flat = [c for p in batch for c in p.commits]
-                ticks = await self.store.commit_ticks(flat, lease_epoch=self.lease_epoch)
-            else:
-                made, at = prepared
-                ticks = await self.store.commit_prepared(made, at=at, lease_epoch=self.lease_epoch)
-        except Exception as exc:
-            log.error(
-                "tick.commit_failed",
-                error=str(exc),
-                error_type=type(exc).__name__,
-                ticks=sum(len(p.commits) for p in batch),
-                instigators=len(batch),
-                first_instigators=[p.key[1] for p in batch[:5]],
-                retry_in_s=COMMIT_RETRY.total_seconds(),
-            )
-            for p in batch:
-                p.error = exc
-                _report(p)
-            self._check_idle()
-            if isinstance(exc, LeaseLostError):
-                raise
-            return
-        if self.on_enqueued is not None and any(
-            d.outcome is _CREATED for t in ticks for d in t.decisions
-        ):
-            self.on_enqueued()
-        i = 0
-        for p in batch:
-            n = len(p.commits)
-            p.result = ticks[i : i + n]
-            i += n
-            _report(p)
-        if len(ticks) <= LOG_INLINE or self._tg is None:
-            self._log_ticks(ticks)
-            self._check_idle()
-        else:  # the next batch's commit need not wait for these lines
-            self._busy += 1
-            self._tg.start_soon(self._log_ticks_soon, ticks)
-
-    async def _log_ticks_soon(self, ticks: list[Tick]) -> None:
-        try:
-            await anyio.lowlevel.checkpoint()
-            self._log_ticks(ticks)
-        finally:
-            self._busy -= 1
-            self._check_idle()
-
-    def _log_ticks(self, ticks: list[Tick]) -> None:
-        tick_log = self._log
-        for tick in ticks:
-            _log_tick(tick_log, tick)
 
     def _remember(self, key: Key, commits: list[TickCommit]) -> None:
         state = self._states.get(key) or InstigatorState(
@@ -814,6 +715,11 @@ class Scheduler:
             self._sleeping and self._busy == 0 and (deadline is None or deadline > self.clock.now())
         )
 
+    def _work(self, delta: int) -> None:
+        """`delta` more (or fewer) pieces of work under way; idle at none."""
+        self._busy += delta
+        self._check_idle()
+
     def _check_idle(self) -> None:
         if self._is_idle():
             self._idle.set()
@@ -840,41 +746,3 @@ def _effective(state: InstigatorState | None, default: InstigatorStatus) -> Inst
     if state is None or state.status is None:
         return default
     return state.status
-
-
-def _report(pending: _Pending) -> None:
-    """Tell whoever waits for `pending` how its commit went."""
-    if pending.on_done is not None:
-        pending.on_done(pending)
-    if pending.done is not None:
-        pending.done.set()
-
-
-def _log_tick(logger: structlog.typing.FilteringBoundLogger, tick: Tick) -> None:
-    started = tick.started_at
-    scheduled = tick.scheduled_for
-    decisions = tick.decisions
-    created = [d.run_id for d in decisions if d.outcome is _CREATED]
-    fields: dict[str, object] = {
-        "instigator": tick.instigator.name,
-        "kind": tick.instigator.kind.value,
-        "tick_id": tick.tick_id,
-        "status": tick.status.value,
-        "runs_created": len(created),
-        "deduplicated": len(decisions) - len(created),
-    }
-    if scheduled is not None:
-        fields["scheduled_for"] = scheduled.isoformat()
-        fields["lag_s"] = round((started - scheduled).total_seconds(), 6)
-    if tick.ended_at is not None:
-        fields["duration_s"] = round((tick.ended_at - started).total_seconds(), 6)
-    if created:
-        fields["run_ids"] = created
-    if tick.skip_reason:
-        fields["skip_reason"] = tick.skip_reason
-    if tick.error:
-        fields["error"] = tick.error.splitlines()[0]
-    if tick.status is TickStatus.FAILURE:
-        logger.warning("tick.completed", **fields)
-    else:
-        logger.info("tick.completed", **fields)
