@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -248,11 +249,11 @@ def build_runs(
     return runs
 
 
-# Fewer requests than this are built into runs at once (`keyed_requests`).
+# Fewer requests than this are built into runs at once (`requested_runs`).
 KEYED_MIN = 64
 
 
-def keyed_requests(
+def requested_runs(
     what: str,
     requests: Sequence[RunRequest],
     *,
@@ -262,13 +263,17 @@ def keyed_requests(
     now: datetime,
     ids: IdGenerator,
     tick_id: str | None = None,
-) -> KeyedRequests | None:
-    """`requests` checked as `build_runs` checks them, for the store to build into runs
-    once it knows which it needs (`KeyedRequests`); None for requests that are few, or
-    where one lacks a run_key of its own or has a partition, tags or a priority (they
-    are built into runs now)."""
-    if len(requests) < KEYED_MIN:
-        return None
+    keyed: bool = False,
+) -> list[Run] | KeyedRequests:
+    """`build_runs` of a sensor's `requests`; with `keyed`, the requests checked as
+    `build_runs` checks them but left for the store to build into runs once it knows
+    which it needs (`KeyedRequests`), if there are at least KEYED_MIN and each has a
+    run_key of its own and no partition, tags or priority of its own."""
+    make = partial(
+        build_runs, what, jobs=jobs, instigator=instigator, defaults=defaults, now=now, ids=ids
+    )
+    if not keyed or len(requests) < KEYED_MIN:
+        return make(requests, tick_id=tick_id)
     bases: dict[str | None, _Base] = {}
     names: list[str] = []
     keys: list[str] = []
@@ -280,7 +285,7 @@ def keyed_requests(
             or request.tags
             or request.priority is not None
         ):
-            return None
+            return make(requests, tick_id=tick_id)
         job_name = request.job or defaults.job
         base = bases.get(job_name)
         if base is None:
@@ -288,18 +293,12 @@ def keyed_requests(
         names.append(base[0])
         keys.append(run_key)
     if len(set(keys)) != len(keys):
-        return None
+        return make(requests, tick_id=tick_id)
     run_ids = ids.many(now, len(requests))
 
     def build(indices: Sequence[int]) -> list[Run]:
-        return build_runs(
-            what,
+        return make(
             [requests[i] for i in indices],
-            jobs=jobs,
-            instigator=instigator,
-            defaults=defaults,
-            now=now,
-            ids=ids,
             tick_id=tick_id,
             bases=dict(bases),  # its own: a store may build on another thread
             run_ids=[run_ids[i] for i in indices],

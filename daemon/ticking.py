@@ -21,7 +21,7 @@ from daemon.domain.firing import Overlap, TickPlan, decide_overlap, plan_ticks
 from daemon.domain.ids import IdGenerator
 from daemon.domain.requests import RunRequest, default_run_key
 from daemon.domain.runs import Instigator, InstigatorKind, Run, RunStatus
-from daemon.domain.ticks import StateUpdate, Tick, TickCommit, TickStatus
+from daemon.domain.ticks import KeyedRequests, StateUpdate, Tick, TickCommit, TickStatus
 from daemon.evaluation import (
     Answer,
     EvaluationError,
@@ -31,9 +31,9 @@ from daemon.evaluation import (
     build_runs,
     call_user_fn,
     job_base,
-    keyed_requests,
     new_run,
     read_answer,
+    requested_runs,
 )
 from daemon.slotted import keyword_constructor
 
@@ -463,31 +463,18 @@ class Evaluator:
                     )
                     for i, r in enumerate(requests)
                 )
-            defaults = RunDefaults(job=default_job)
-            keyed = None
-            if self.keyed:
-                keyed = keyed_requests(
-                    what,
-                    requests,
-                    jobs=self.jobs,
-                    instigator=instigator,
-                    defaults=defaults,
-                    now=started,
-                    ids=self.ids,
-                    tick_id=tick_id,
-                )
-            runs = []
-            if keyed is None:
-                runs = build_runs(
-                    what,
-                    requests,
-                    jobs=self.jobs,
-                    instigator=instigator,
-                    defaults=defaults,
-                    now=started,
-                    ids=self.ids,
-                    tick_id=tick_id,
-                )
+            made = requested_runs(
+                what,
+                requests,
+                jobs=self.jobs,
+                instigator=instigator,
+                defaults=RunDefaults(job=default_job),
+                now=started,
+                ids=self.ids,
+                tick_id=tick_id,
+                keyed=self.keyed,
+            )
+            runs, keyed = ([], made) if isinstance(made, KeyedRequests) else (made, None)
         except EvaluationError as exc:
             tick = self._tick(
                 instigator,

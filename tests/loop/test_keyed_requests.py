@@ -10,8 +10,8 @@ import pytest
 from daemon import RunRequest, SensorResult, job, sensor
 from daemon.domain.ids import IdGenerator
 from daemon.domain.runs import Instigator, InstigatorKind
-from daemon.domain.ticks import Outcome, TickStatus
-from daemon.evaluation import KEYED_MIN, EvaluationError, RunDefaults, build_runs, keyed_requests
+from daemon.domain.ticks import KeyedRequests, Outcome, TickStatus
+from daemon.evaluation import KEYED_MIN, EvaluationError, RunDefaults, build_runs, requested_runs
 from daemon.ports import RunQuery, TickQuery
 from daemon.testing import drive
 from daemon.ticking import Evaluator
@@ -37,7 +37,7 @@ def requests(n: int = KEYED_MIN, **first: object) -> list[RunRequest]:
 
 
 def keyed_of(reqs: list[RunRequest]):
-    return keyed_requests(
+    return requested_runs(
         "sensor 'files'",
         reqs,
         jobs={"ingest": ingest},
@@ -46,6 +46,7 @@ def keyed_of(reqs: list[RunRequest]):
         now=AT,
         ids=IdGenerator(),
         tick_id="t1",
+        keyed=True,
     )
 
 
@@ -54,21 +55,26 @@ def keyed_of(reqs: list[RunRequest]):
     [
         requests(KEYED_MIN - 1),
         requests(run_key=None),
-        requests(partition_key="2026-06-01"),
         requests(tags={"x": "y"}),
         requests(priority=5),
         [*requests(), RunRequest(run_key="f1")],  # a key twice
     ],
-    ids=["few", "no run_key", "partition", "tags", "priority", "duplicate key"],
+    ids=["few", "no run_key", "tags", "priority", "duplicate key"],
 )
 def test_requests_that_need_building_now_are_not_left_for_the_store(reqs):
-    assert keyed_of(reqs) is None
+    runs = keyed_of(reqs)
+    assert isinstance(runs, list) and len(runs) == len(reqs)
+
+
+def test_a_request_for_a_partition_is_built_and_checked_now():
+    with pytest.raises(EvaluationError, match="which has no partitions"):
+        keyed_of(requests(partition_key="2026-06-01"))
 
 
 def test_the_store_builds_the_runs_build_runs_would_make():
     reqs = requests()
     keyed = keyed_of(reqs)
-    assert keyed is not None
+    assert isinstance(keyed, KeyedRequests)
     assert keyed.run_keys == tuple(r.run_key for r in reqs)
     assert keyed.jobs == ("ingest",) * len(reqs)
     built = keyed.build([0, 5, 7])
