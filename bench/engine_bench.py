@@ -2,8 +2,9 @@
 
 W1 fan-out: N schedules with `* * * * *` due at one minute boundary; the lag from the
    boundary to the commit of each schedule's run (p50, p99). Targets: 1,000 → p99 ≤ 50 ms;
-   10,000 → p99 ≤ 250 ms. The clock is the real one shifted so that a boundary comes a
-   second after start (nothing waits a minute).
+   10,000 → p99 ≤ 250 ms. The clock is the real one shifted so that a boundary comes
+   three seconds after start (nothing waits a minute), as for a daemon that has been
+   running: it decides the schedules due at a boundary up to a second ahead.
 W2 sensor dedup: a sensor returning every key it returned before plus 100 new, up to 2,000
    keys; each tick's evaluation and commit. Target ≤ 20 ms a tick, one run per key.
 Also: the Python cost of evaluating one due plain schedule, without the store.
@@ -92,11 +93,16 @@ def daemon_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-async def fan_out(n: int, directory: Path) -> list[float]:
+LEAD = 3.0
+
+
+async def fan_out(n: int, directory: Path, lead: float = LEAD) -> list[float]:
     """Lags in seconds from the boundary to each run's commit."""
     store = await SqliteStore.open(directory / f"w1-{n}.db")
     boundary = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-    clock = ShiftedClock(boundary, lead=1.0)
+    # One second of lead left a busy machine too little after start-up (registering and
+    # reading 10,000 schedules) to decide the boundary ahead, as a running daemon does.
+    clock = ShiftedClock(boundary, lead=lead)
     timed = CommitTimer(store, clock)
     schedules = {
         f"s{i:05}": Schedule(name=f"s{i:05}", cron="* * * * *", job=noop) for i in range(n)
