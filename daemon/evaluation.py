@@ -270,10 +270,17 @@ def requested_runs(
     which it needs (`KeyedRequests`), if there are at least KEYED_MIN and each has a
     run_key of its own and no partition, tags or priority of its own."""
     make = partial(
-        build_runs, what, jobs=jobs, instigator=instigator, defaults=defaults, now=now, ids=ids
+        build_runs,
+        what,
+        jobs=jobs,
+        instigator=instigator,
+        defaults=defaults,
+        now=now,
+        ids=ids,
+        tick_id=tick_id,
     )
     if not keyed or len(requests) < KEYED_MIN:
-        return make(requests, tick_id=tick_id)
+        return make(requests)
     bases: dict[str | None, _Base] = {}
     names: list[str] = []
     keys: list[str] = []
@@ -285,7 +292,7 @@ def requested_runs(
             or request.tags
             or request.priority is not None
         ):
-            return make(requests, tick_id=tick_id)
+            return make(requests)
         job_name = request.job or defaults.job
         base = bases.get(job_name)
         if base is None:
@@ -293,13 +300,12 @@ def requested_runs(
         names.append(base[0])
         keys.append(run_key)
     if len(set(keys)) != len(keys):
-        return make(requests, tick_id=tick_id)
+        return make(requests)
     run_ids = ids.many(now, len(requests))
 
     def build(indices: Sequence[int]) -> list[Run]:
         return make(
             [requests[i] for i in indices],
-            tick_id=tick_id,
             bases=dict(bases),  # its own: a store may build on another thread
             run_ids=[run_ids[i] for i in indices],
         )

@@ -23,7 +23,6 @@ from daemon.adapters.store_codec import (
     check_unique_ids,
     decision,
     json_copy,
-    keyed_blocked,
     nearest,
     opt_utc,
     take_lease,
@@ -228,7 +227,7 @@ class MemoryStore:
             for i, key in enumerate(keyed.run_keys)
             if (kind, name, key) in by_run_key
         ]
-        return Batch.of_keyed(keyed, keyed_blocked(keyed, held))
+        return Batch.of_keyed(keyed, held)
 
     def _insert_runs(self, kept: Sequence[Run], journal: _Journal) -> dict[str, Decision]:
         check_unique_ids(kept)

@@ -27,7 +27,6 @@ from daemon.adapters.store_codec import (
     dumps,
     enc_opt_time,
     enc_time,
-    keyed_blocked,
     make_decision,
 )
 from daemon.domain.runs import Instigator, InstigatorKind, Run
@@ -46,7 +45,7 @@ from daemon.slotted import replacer
 _SCHEDULE = InstigatorKind.SCHEDULE
 
 # A commit of at least this many ticks makes their rows on a helper thread meanwhile
-# (`_TicksAhead`); below, starting a thread costs about what it saves.
+# (`_Meanwhile`); below, starting a thread costs about what it saves.
 AHEAD_MIN = 1_000
 _with_decisions = replacer(Tick, "decisions")
 
@@ -69,8 +68,12 @@ def commit(
             b if c.keyed is None else _keyed_batch(tx.conn, c.tick.instigator, c.keyed)
             for c, b in zip(commits, batches, strict=True)
         ]
-        built = [b for c, b in zip(commits, batches, strict=True) if c.keyed is not None]
-        probed = {r.run_id for b in built for r in b.runs}
+        probed = {
+            r.run_id
+            for c, b in zip(commits, batches, strict=True)
+            if c.keyed is not None
+            for r in b.runs
+        }
     ahead = None
     if len(commits) >= AHEAD_MIN and all(len(b.kept) == len(b.runs) for b in batches):
         ahead = _Meanwhile(partial(_made_ahead, commits, batches))
@@ -122,11 +125,7 @@ def prepare(commits: Sequence[TickCommit]) -> Prepared | None:
         any(c.keyed is not None for c in commits)
         or any(len(b.kept) != len(b.runs) for b in batches)
         or any(c.state.set_cursor or c.state.cursor is not None for c in commits)
-        or any(
-            r.instigator.kind is not _SCHEDULE
-            and (r.run_key is not None or r.partition_key is not None)
-            for r in runs
-        )
+        or any(map(_probed_first, runs))
     ):
         return None
     ticks, statements = _made_ahead(commits, batches, prepared=True)
@@ -265,13 +264,7 @@ def _insert_runs(
     if not kept:
         return resolved
     check_unique_ids(kept)
-    keyed = [
-        r
-        for r in kept
-        if (r.run_key is not None or r.partition_key is not None)
-        and r.instigator.kind is not _SCHEDULE
-        and r.run_id not in probed
-    ]
+    keyed = [r for r in kept if _probed_first(r) and r.run_id not in probed]
     if keyed:
         _probe(tx.conn, keyed, resolved)
     fresh = [r for r in kept if r.run_id not in resolved]
@@ -297,6 +290,15 @@ def _insert_runs(
             if run.run_id not in resolved:
                 raise DuplicateIdError("run", run.run_id)
     return resolved
+
+
+def _probed_first(run: Run) -> bool:
+    """Whether a stored run may well block `run`, so its keys are looked up before the
+    insert: a sensor's (or backfill's, manual) run with a run_key or a partition. A
+    schedule's keys are tick times that only move forward."""
+    return (
+        run.run_key is not None or run.partition_key is not None
+    ) and run.instigator.kind is not _SCHEDULE
 
 
 def _insert_fresh(
@@ -403,7 +405,7 @@ def _keyed_batch(conn: sqlite3.Connection, instigator: Instigator, keyed: KeyedR
     run_key index has said which (one statement)."""
     params = [0, dumps(keyed.run_keys), instigator.kind, instigator.name]
     rows = conn.execute(_PROBE_RUN_KEYS, params).fetchall()
-    return Batch.of_keyed(keyed, keyed_blocked(keyed, ((i, blocker) for _, i, blocker in rows)))
+    return Batch.of_keyed(keyed, ((i, blocker) for _, i, blocker in rows))
 
 
 def _decided(

@@ -283,10 +283,13 @@ class Batch:
         return cls(runs, kept, winner_of, _NONE_DECIDED)
 
     @classmethod
-    def of_keyed(cls, keyed: KeyedRequests, blocked: Mapping[int, Decision]) -> Batch:
-        """The batch of `keyed` requests once the store knows which a stored run blocks
-        (`blocked`, by request position, with their decisions): runs for the others."""
-        runs = keyed.build([i for i in range(len(keyed.run_keys)) if i not in blocked])
+    def of_keyed(cls, keyed: KeyedRequests, held: Iterable[tuple[int, str]]) -> Batch:
+        """The batch of `keyed` requests once the store knows which keys stored runs hold
+        (`held`: request position and the run holding its run_key): those are decided
+        DEDUPLICATED_RUN_KEY, and runs are built for the others."""
+        by_key, jobs, keys = Outcome.DEDUPLICATED_RUN_KEY, keyed.jobs, keyed.run_keys
+        blocked = {i: make_decision(jobs[i], by_key, run_id, keys[i], None) for i, run_id in held}
+        runs = keyed.build([i for i in range(len(keys)) if i not in blocked])
         return cls(runs, list(runs), [None] * len(runs), blocked)
 
     def decisions(self, resolved: Mapping[str, Decision]) -> tuple[Decision, ...]:
@@ -326,14 +329,6 @@ class Batch:
 
 _new_batch = positional_constructor(Batch)
 _NONE_DECIDED: Mapping[int, Decision] = MappingProxyType({})
-
-
-def keyed_blocked(keyed: KeyedRequests, blockers: Iterable[tuple[int, str]]) -> dict[int, Decision]:
-    """The decisions of `keyed` requests that stored runs block: (request position,
-    blocking run id) pairs, each request's run_key held by that run."""
-    by_key = Outcome.DEDUPLICATED_RUN_KEY
-    jobs, keys = keyed.jobs, keyed.run_keys
-    return {i: make_decision(jobs[i], by_key, blocker, keys[i], None) for i, blocker in blockers}
 
 
 def check_unique_ids(runs: Sequence[Run]) -> None:
